@@ -1,0 +1,272 @@
+"""The one configuration system: frozen dataclasses, filled from YAML files and CLI overrides.
+
+A config file mirrors the dataclasses, one section per field of :class:`Config`::
+
+    data:    {source: s3://bucket/isic, image_size: 128}
+    train:   {epochs: 100, lr: 0.002, workers: 2}
+
+Overrides are dotted keys (``train.lr=0.001``). Every value is checked before any Ray work
+starts; an error names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from skinray.errors import ConfigError
+
+LOSSES = ("ssim", "mae", "mae+ssim")
+SKIPS = ("concat", "add", "none")
+ARCHS = ("poster",)
+SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window, in pixels
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where S3 URIs point. ``None`` means the standard AWS environment variables decide."""
+
+    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:9000 for MinIO; else AWS_ENDPOINT_URL(_S3)
+    s3_region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
+
+    def validate(self) -> None:
+        if self.s3_endpoint is not None:
+            _require(
+                self.s3_endpoint.startswith(("http://", "https://")),
+                "storage.s3_endpoint",
+                f"must start with http:// or https://, got {self.s3_endpoint!r}",
+            )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training images: a folder/prefix URI or a manifest (.parquet) written by ``skinray ingest``."""
+
+    source: str = "data/synth"
+    val_fraction: float = 0.3  # share of keys that go to validation (a hash of the key decides)
+    image_size: int = 128  # training crops are image_size x image_size pixels
+    seed: int = 0  # split and validation-degradation seed
+
+    def validate(self) -> None:
+        _require(bool(self.source), "data.source", "must name a folder, bucket prefix or manifest")
+        _require(0.0 < self.val_fraction < 1.0, "data.val_fraction",
+                 f"must be in (0, 1), got {self.val_fraction}")
+        _require(self.image_size >= 8, "data.image_size",
+                 f"must be >= 8 pixels, got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    """Synthetic degradations applied to clean images (see :mod:`skinray.degrade`)."""
+
+    jitter_fraction: float = 0.6  # share of training images colour-jittered each epoch (poster: 60%)
+    brightness: float = 0.6  # factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.5  # factor drawn from [1 - c, 1 + c]
+    saturation: float = 0.5  # factor drawn from [1 - s, 1 + s]
+    hue: float = 0.05  # shift drawn from [-h, h] turns of the colour wheel
+    scale_min: float = 1.5  # downscale factor range of the down-then-up blur (1 = no blur)
+    scale_max: float = 3.0
+
+    def validate(self) -> None:
+        _require(0.0 <= self.jitter_fraction <= 1.0, "degrade.jitter_fraction",
+                 f"must be in [0, 1], got {self.jitter_fraction}")
+        for name in ("brightness", "contrast", "saturation"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"degrade.{name}", f"must be in [0, 1), got {value}")
+        _require(0.0 <= self.hue <= 0.5, "degrade.hue", f"must be in [0, 0.5], got {self.hue}")
+        _require(1.0 <= self.scale_min <= self.scale_max, "degrade.scale_min",
+                 f"need 1 <= scale_min <= scale_max, got {self.scale_min} and {self.scale_max}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The autoencoder. Defaults reproduce the poster: 4 conv layers, dropout 0.15, skips."""
+
+    arch: str = "poster"
+    width: int = 32  # channels of the first layer; deeper encoder layers double it
+    depth: int = 4  # number of convolutional layers, even: half encoder, half decoder
+    dropout: float = 0.15
+    skip: str = "concat"  # encoder-to-decoder skip style: concat | add | none
+
+    def validate(self) -> None:
+        _require(self.arch in ARCHS, "model.arch", f"unknown {self.arch!r}; choose from {ARCHS}")
+        _require(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
+        _require(self.depth >= 2 and self.depth % 2 == 0, "model.depth",
+                 f"must be an even number >= 2, got {self.depth}")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(self.skip in SKIPS, "model.skip", f"unknown {self.skip!r}; choose from {SKIPS}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Ray Train run. Defaults are the poster's: 100 epochs, lr 0.002, batch 16, SSIM loss."""
+
+    name: str = "skinray"  # run name; re-running with the same name and storage resumes
+    storage: str = "runs"  # URI where checkpoints go (local folder or s3://bucket/prefix)
+    epochs: int = 100
+    batch_size: int = 16  # per worker
+    lr: float = 0.002
+    loss: str = "ssim"
+    ssim_weight: float = 0.84  # for mae+ssim: w * (1 - SSIM) + (1 - w) * MAE
+    workers: int = 1
+    gpu: bool = False
+    cpus_per_worker: float = 1.0
+    keep: int = 3  # best-k checkpoints kept (by validation loss)
+    max_failures: int = 3  # worker failures survived by restarting from the latest checkpoint
+    mixed_precision: bool = True  # bf16 autocast + channels_last, on GPU only
+
+    def validate(self) -> None:
+        _require(bool(self.name) and "/" not in self.name, "train.name",
+                 f"must be a non-empty name without '/', got {self.name!r}")
+        _require(bool(self.storage), "train.storage", "must name a folder or bucket prefix")
+        _require(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _require(self.loss in LOSSES, "train.loss", f"unknown {self.loss!r}; choose from {LOSSES}")
+        _require(0.0 <= self.ssim_weight <= 1.0, "train.ssim_weight",
+                 f"must be in [0, 1], got {self.ssim_weight}")
+        _require(self.workers >= 1, "train.workers", f"must be >= 1, got {self.workers}")
+        _require(self.cpus_per_worker > 0, "train.cpus_per_worker",
+                 f"must be > 0, got {self.cpus_per_worker}")
+        _require(self.keep >= 1, "train.keep", f"must be >= 1, got {self.keep}")
+        _require(self.max_failures >= -1, "train.max_failures",
+                 f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one training run needs; saved inside every checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def validate(self) -> "Config":
+        for f in fields(self):
+            getattr(self, f.name).validate()
+        if "ssim" in self.train.loss:
+            _require(self.data.image_size >= SSIM_WINDOW, "data.image_size",
+                     f"{self.data.image_size} px is smaller than the {SSIM_WINDOW}-px SSIM window "
+                     f"of loss {self.train.loss!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> "Config":
+        """Build and validate a Config from nested dicts; unknown keys are errors."""
+        return _build(cls, data, where, prefix="").validate()
+
+    def replace(self, overrides: Mapping[str, Any], where: str = "overrides") -> "Config":
+        """A copy with dotted-key overrides applied (``{"train.lr": 0.001}``), validated."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            if not name or section not in data:
+                raise ConfigError(f"{where}: unknown key {key!r}; use SECTION.FIELD, sections: "
+                                  f"{sorted(data)}")
+            if name not in data[section]:
+                raise ConfigError(f"{where}: unknown key {key!r}; fields of {section}: "
+                                  f"{sorted(data[section])}")
+            data[section][name] = value
+        return Config.from_dict(data, where)
+
+
+def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: {prefix or 'top level'} must be a mapping, got "
+                          f"{type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]!r}; known: {sorted(known)}")
+    values = {}
+    for name, raw in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw, where, prefix=f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(raw, hint, where, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _coerce(raw: Any, hint: Any, where: str, key: str) -> Any:
+    """Check a scalar against its annotation; accept strings from the CLI (``"0.002"``)."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if raw is None or (optional and isinstance(raw, str) and raw.lower() in ("", "none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{where}: {key} must not be empty")
+    try:
+        if base is bool:
+            if isinstance(raw, str):
+                lowered = raw.lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(raw)
+            if isinstance(raw, bool):
+                return raw
+            raise ValueError(raw)
+        if base is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(raw)
+            return int(raw)
+        if base is float:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)
+        if base is str:
+            if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+                raise ValueError(raw)
+            return str(raw)
+    except ValueError:
+        type_name = getattr(base, "__name__", str(base))
+        raise ConfigError(f"{where}: {key} must be {type_name}, got {raw!r}") from None
+    raise ConfigError(f"{where}: {key} has unsupported type {hint}")  # pragma: no cover
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then dotted overrides; validated."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        config = Config.from_dict(data, where=str(path))
+    if overrides:
+        config = config.replace(overrides)
+    return config.validate()
+
+
+def parse_set_flags(items: list[str]) -> dict[str, str]:
+    """``["train.lr=0.001"]`` -> ``{"train.lr": "0.001"}``; values are coerced by the dataclasses."""
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE")
+        result[key.strip()] = value.strip()
+    return result
+

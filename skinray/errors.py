@@ -1,0 +1,25 @@
+"""User-facing errors: each says what was wrong, where, and what to do.
+
+The CLI prints a ``SkinrayError`` as one line and exits with status 2; anything else is a bug
+and keeps its traceback.
+"""
+
+
+class SkinrayError(Exception):
+    """An error the user can act on (bad input, bad config, unreachable storage)."""
+
+
+class ConfigError(SkinrayError):
+    """A configuration value, file or flag is invalid."""
+
+
+class StorageError(SkinrayError):
+    """A URI cannot be listed, read or written."""
+
+
+class ImageDecodeError(SkinrayError):
+    """Bytes that should be an image cannot be turned into one."""
+
+
+class CheckpointError(SkinrayError):
+    """A checkpoint is missing, incomplete or of an unknown format."""

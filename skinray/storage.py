@@ -1,0 +1,217 @@
+"""URIs to filesystems: the one module that lists, reads and writes data and checkpoints.
+
+A location is a local path (the default), ``file:///abs/path`` or ``s3://bucket/prefix`` on any
+S3-compatible endpoint. The endpoint comes from an explicit option (``storage.s3_endpoint``),
+else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, else AWS itself. Credentials come from
+the standard AWS variables or instance profile. pyarrow's S3 filesystem ignores the endpoint
+variables, so this module passes ``endpoint_override`` itself; Ray Data and Ray Train get the
+same filesystem object from :func:`resolve`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from skinray.errors import StorageError
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_env(cls, endpoint: str | None = None, region: str | None = None) -> "S3Options":
+        endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return cls(endpoint=endpoint or None, region=region or "us-east-1")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    key: str  # path relative to the listed root, '/'-separated
+    uri: str  # full URI of the file
+    size: int  # bytes
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI with '/' (works for local paths, file:// and s3://)."""
+    if is_s3(uri) or uri.startswith("file://"):
+        return posixpath.join(uri.rstrip("/"), *parts)
+    return str(Path(uri, *parts))
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
+    kwargs: dict = {
+        "region": options.region,
+        "connect_timeout": 10,
+        "request_timeout": 60,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+    }
+    if options.endpoint:
+        parsed = urlparse(options.endpoint)
+        kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
+        kwargs["scheme"] = parsed.scheme or "https"
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
+    """URI -> (pyarrow filesystem, path inside it). Local paths become absolute."""
+    if is_s3(uri):
+        path = uri[len("s3://"):].strip("/")
+        if not path:
+            raise StorageError(f"{uri}: an S3 URI needs a bucket, as in s3://bucket/prefix")
+        return _s3_filesystem(s3 or S3Options.from_env()), path
+    if uri.startswith("file://"):
+        uri = urlparse(uri).path
+    elif "://" in uri:
+        raise StorageError(f"{uri}: unsupported scheme; use a local path, file:// or s3://")
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _explain(uri: str, exc: BaseException) -> StorageError:
+    """Turn a filesystem exception into one line that names the URI and what to do."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    upper = text.upper()
+    if "NO_SUCH_BUCKET" in upper or "NOSUCHBUCKET" in upper or "BUCKET DOES NOT EXIST" in upper:
+        hint = "the bucket does not exist: check the name and the endpoint"
+    elif "ACCESS_DENIED" in upper or "ACCESSDENIED" in upper or "FORBIDDEN" in upper or "INVALIDACCESSKEY" in upper \
+            or "SIGNATURE" in upper:
+        hint = "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance profile"
+    elif "COULDN'T CONNECT" in upper or "CONNECTION" in upper or "RESOLVE" in upper or "TIMEOUT" in upper:
+        hint = "cannot reach the S3 endpoint: check AWS_ENDPOINT_URL or storage.s3_endpoint"
+    elif isinstance(exc, FileNotFoundError) or "NOT FOUND" in upper or "NOSUCHKEY" in upper:
+        hint = "no such file or prefix"
+    else:
+        hint = text
+    return StorageError(f"{uri}: {hint}")
+
+
+def list_files(uri: str, s3: S3Options | None = None) -> list[FileEntry]:
+    """Every file under a folder/prefix, sorted by key. A missing location is an error."""
+    fs, root = resolve(uri, s3)
+    try:
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.File:
+            return [FileEntry(key=posixpath.basename(root), uri=uri, size=info.size or 0)]
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"{uri}: no such folder or prefix")
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except StorageError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise _explain(uri, exc) from None
+    entries = []
+    base = uri.rstrip("/")
+    for item in infos:
+        if item.type != pafs.FileType.File:
+            continue
+        key = posixpath.relpath(item.path, root) if not isinstance(fs, pafs.LocalFileSystem) \
+            else Path(item.path).relative_to(root).as_posix()
+        entries.append(FileEntry(key=key, uri=f"{base}/{key}" if is_s3(uri) else join(uri, key),
+                                 size=item.size or 0))
+    entries.sort(key=lambda e: e.key)
+    return entries
+
+
+def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
+    fs, path = resolve(uri, s3)
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except (OSError, ValueError) as exc:
+        raise _explain(uri, exc) from None
+
+
+def write_bytes(uri: str, data: bytes, s3: S3Options | None = None) -> None:
+    """Write a whole file. Never leaves a partial file at ``uri``: locally it writes a temporary
+    sibling and renames it; an S3 PUT only becomes visible once complete."""
+    fs, path = resolve(uri, s3)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        else:
+            with fs.open_output_stream(path) as stream:
+                stream.write(data)
+    except (OSError, ValueError) as exc:
+        raise _explain(uri, exc) from None
+
+
+def exists(uri: str, s3: S3Options | None = None) -> bool:
+    fs, path = resolve(uri, s3)
+    try:
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+    except (OSError, ValueError) as exc:
+        raise _explain(uri, exc) from None
+
+
+def upload_dir(local_dir: str | Path, uri: str, s3: S3Options | None = None) -> None:
+    """Copy a local folder to a URI (any scheme), file by file."""
+    for path in sorted(Path(local_dir).rglob("*")):
+        if path.is_file():
+            write_bytes(join(uri, path.relative_to(local_dir).as_posix()), path.read_bytes(), s3)
+
+
+def copy_dir(src: str, dest: str, s3: S3Options | None = None) -> None:
+    """Copy every file under ``src`` to ``dest`` (both URIs, any schemes)."""
+    for entry in list_files(src, s3):
+        write_bytes(join(dest, entry.key), read_bytes(entry.uri, s3), s3)
+
+
+@dataclass
+class LocalCopy:
+    """A local folder holding the files of a URI; temporary (deleted on exit) for remote URIs."""
+
+    path: Path
+    temporary: bool
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        if self.temporary:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def local_copy(uri: str, s3: S3Options | None = None) -> LocalCopy:
+    """A local folder with the contents of ``uri``: the folder itself when it is local."""
+    fs, path = resolve(uri, s3)
+    if isinstance(fs, pafs.LocalFileSystem):
+        if not os.path.isdir(path):
+            raise StorageError(f"{uri}: no such folder")
+        return LocalCopy(Path(path), temporary=False)
+    tmp = Path(tempfile.mkdtemp(prefix="skinray-"))
+    try:
+        for entry in list_files(uri, s3):
+            target = tmp / entry.key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(read_bytes(entry.uri, s3))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return LocalCopy(tmp, temporary=True)
+
+
+def iter_chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
