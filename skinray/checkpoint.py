@@ -1,0 +1,152 @@
+"""The checkpoint format, and the only code that reads or writes it.
+
+A checkpoint is a folder (local or ``s3://``) holding::
+
+    model.pt           state_dict of the model (float32, CPU tensors)
+    skinray.json       format version, full Config, metrics, per-epoch history, data fingerprint
+    training_state.pt  optimizer state and epoch, for resuming (absent from exported models)
+
+:func:`load` rebuilds the exact model from ``skinray.json`` without Ray. It also accepts a run
+folder (``STORAGE/NAME``) and then loads the run's exported best model, ``STORAGE/NAME/best``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import skinray
+from skinray import storage
+from skinray.config import Config
+from skinray.errors import CheckpointError, SkinrayError
+from skinray.model import build_model
+
+FORMAT = "skinray-checkpoint"
+FORMAT_VERSION = 1
+MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "skinray.json", "training_state.pt"
+BEST_DIR = "best"
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode plus everything saved with it."""
+
+    model: nn.Module
+    config: Config
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: str = ""
+    uri: str = ""
+
+    @property
+    def model_id(self) -> str:
+        """Short stable id: run name, epoch, and data fingerprint prefix."""
+        epoch = self.metrics.get("epoch", "?")
+        return f"{self.config.train.name}-e{epoch}-{self.fingerprint[:8] or 'nodata'}"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model  # DistributedDataParallel
+
+
+def save(directory: str | Path, model: nn.Module, config: Config, metrics: dict[str, Any],
+         history: list[dict[str, Any]] | None = None, fingerprint: str = "",
+         optimizer: torch.optim.Optimizer | None = None, epoch: int | None = None) -> Path:
+    """Write a checkpoint into a local folder (created if needed); returns the folder."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+             for k, v in _unwrap(model).state_dict().items()}
+    torch.save(state, directory / MODEL_FILE)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "skinray_version": skinray.__version__,
+        "torch_version": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": config.to_dict(),
+        "metrics": metrics,
+        "history": history or [],
+        "data_fingerprint": fingerprint,
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
+    if optimizer is not None:
+        torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch}, directory / STATE_FILE)
+    return directory
+
+
+def read_metadata(uri: str, s3: storage.S3Options | None = None) -> dict[str, Any]:
+    """The parsed skinray.json of a checkpoint folder (config, metrics, history...)."""
+    meta_uri = storage.join(uri, META_FILE)
+    try:
+        raw = storage.read_bytes(meta_uri, s3)
+    except SkinrayError:
+        raise CheckpointError(f"{uri}: not a skinray checkpoint ({META_FILE} not found); pass the "
+                              f"folder printed by `skinray train` (RUN or RUN/{BEST_DIR})") from None
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{meta_uri}: corrupt metadata ({exc})") from None
+    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{meta_uri}: unknown checkpoint format {meta.get('format')!r} "
+                              f"version {meta.get('format_version')!r}")
+    return meta
+
+
+def _resolve(uri: str, s3: storage.S3Options | None) -> str:
+    """A run folder resolves to its exported best model; a checkpoint folder to itself."""
+    if not storage.exists(storage.join(uri, META_FILE), s3) and storage.exists(
+            storage.join(uri, BEST_DIR, META_FILE), s3):
+        return storage.join(uri, BEST_DIR)
+    return uri
+
+
+def load(uri: str | Path, device: str | torch.device = "cpu", s3: storage.S3Options | None = None) -> LoadedModel:
+    """Rebuild the saved model (eval mode, on ``device``) from a local or S3 checkpoint."""
+    uri = _resolve(str(uri), s3)
+    meta = read_metadata(uri, s3)
+    try:
+        config = Config.from_dict(meta["config"], where=storage.join(uri, META_FILE))
+    except SkinrayError as exc:
+        raise CheckpointError(f"{uri}: saved config is invalid ({exc})") from None
+    model = build_model(config.model)
+    try:
+        state = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, MODEL_FILE), s3)),
+                           map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except SkinrayError:
+        raise CheckpointError(f"{uri}: {MODEL_FILE} is missing") from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{uri}: {MODEL_FILE} does not match the saved config ({str(exc)[:200]})") from None
+    model.to(device).eval()
+    return LoadedModel(model=model, config=config, metrics=meta.get("metrics", {}),
+                       history=meta.get("history", []), fingerprint=meta.get("data_fingerprint", ""),
+                       uri=uri)
+
+
+def load_training_state(directory: str | Path, model: nn.Module,
+                        optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, Any]]]:
+    """Restore weights and optimizer in place from a local checkpoint folder; returns
+    (next epoch to run, history so far)."""
+    directory = Path(directory)
+    meta = read_metadata(str(directory), None)
+    state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+    _unwrap(model).load_state_dict(state)
+    training = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(training["optimizer"])
+    return int(training["epoch"]) + 1, list(meta.get("history", []))
+
+
+def export(src: str, dest: str, s3: storage.S3Options | None = None) -> str:
+    """Copy a checkpoint's model and metadata (not the optimizer state) to ``dest``."""
+    read_metadata(src, s3)
+    for name in (MODEL_FILE, META_FILE):
+        storage.write_bytes(storage.join(dest, name), storage.read_bytes(storage.join(src, name), s3), s3)
+    return dest

@@ -1,0 +1,149 @@
+"""The `skinray` command. Errors a user can fix print as one line and exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from skinray.errors import SkinrayError
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (sections data/degrade/model/train/storage)")
+    p.add_argument("--data", help="training images: folder, s3://bucket/prefix or manifest .parquet")
+    p.add_argument("--storage", help="where checkpoints go: folder or s3://bucket/prefix")
+    p.add_argument("--name", help="run name; re-running with the same name resumes")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="per worker")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--image-size", type=int, help="training crop size in pixels")
+    p.add_argument("--workers", type=int, help="Ray Train workers")
+    p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
+    p.add_argument("--loss", help="ssim | mae | mae+ssim")
+    p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="any other config field, repeatable (e.g. --set model.width=64)")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+
+
+_FLAG_KEYS = {
+    "data": "data.source", "storage": "train.storage", "name": "train.name", "epochs": "train.epochs",
+    "batch_size": "train.batch_size", "lr": "train.lr", "image_size": "data.image_size",
+    "workers": "train.workers", "gpu": "train.gpu", "loss": "train.loss", "s3_endpoint": "storage.s3_endpoint",
+}
+
+
+def config_from_args(args: argparse.Namespace):
+    """The one mapping of CLI flags onto the config dataclasses (used by the CLI and jobs/)."""
+    from skinray.config import load_config, parse_set_flags
+
+    overrides = parse_set_flags(args.set)
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from skinray.train import fit
+
+    cfg = config_from_args(args)  # validated before any Ray work starts
+    summary = fit(cfg, ray_address=args.ray_address)
+    m = summary.best_metrics
+    print(f"[skinray] best epoch {m['epoch'] + 1}: val_loss={m['val_loss']:.4f} val_psnr={m['val_psnr']:.2f}dB "
+          f"(degraded input {m['val_psnr_input']:.2f}) val_ssim={m['val_ssim']:.4f} "
+          f"(degraded input {m['val_ssim_input']:.4f})")
+    if summary.skipped_files:
+        print(f"[skinray] {len(summary.skipped_files)} unreadable files were skipped")
+    print(f"[skinray] checkpoints: {summary.run_uri}")
+    print(f"[skinray] best model: {summary.best_uri}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from skinray import storage, synth
+
+    if args.count < 1 or args.size < 16:
+        raise SkinrayError(f"synth: need --count >= 1 and --size >= 16, got {args.count} and {args.size}")
+    synth.write_dataset(args.out, args.count, args.size, args.seed,
+                        s3=storage.S3Options.from_env(args.s3_endpoint))
+    print(f"[skinray] wrote {args.count} images of {args.size}x{args.size} px to {args.out}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from skinray import data, storage
+    from skinray.config import DataConfig
+
+    DataConfig(source=args.src, val_fraction=args.val_fraction, seed=args.seed).validate()
+    s3 = storage.S3Options.from_env(args.s3_endpoint)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 500 == 0:
+            print(f"[skinray] ingest {done}/{total}", file=sys.stderr, flush=True)
+
+    manifest = data.build_manifest(args.src, args.val_fraction, args.seed, s3, progress=progress)
+    if manifest.table.num_rows == 0:
+        raise SkinrayError(f"{args.src}: no readable images found ({len(manifest.skipped)} unreadable, "
+                           f"{manifest.ignored} non-image files)")
+    data.write_manifest(manifest, args.out, s3)
+    print(f"[skinray] manifest {args.out}: {manifest.count('train')} train, {manifest.count('val')} val, "
+          f"{len(manifest.skipped)} unreadable skipped, {manifest.ignored} non-image files ignored")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from skinray.demo import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skinray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the autoencoder with Ray Train")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("synth", help="write synthetic skin photographs (JPEG)")
+    p.add_argument("out", help="folder or s3://bucket/prefix")
+    p.add_argument("--count", type=int, default=200)
+    p.add_argument("--size", type=int, default=256, help="pixels per side")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--s3-endpoint")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("ingest", help="list images under a URI and write a Parquet manifest with splits")
+    p.add_argument("src", help="folder or s3://bucket/prefix")
+    p.add_argument("--out", required=True, help="manifest URI (.parquet)")
+    p.add_argument("--val-fraction", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--s3-endpoint")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("demo", help="synthesise data, train briefly, write samples and a loss curve")
+    p.add_argument("--out", default="outputs/demo")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="[skinray] %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SkinrayError as exc:
+        print(f"skinray: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("skinray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

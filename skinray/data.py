@@ -1,0 +1,170 @@
+"""Training data: the manifest (which images, which split) and the Ray Data pipelines that turn
+it into (degraded input, clean target) pairs in parallel.
+
+Manifest columns: ``key`` (path under the source), ``uri``, ``size_bytes``, ``sha256`` of the
+content, ``split`` (``train``/``val``), ``width``, ``height``, ``format``. The split is a hash of
+(seed, key), so adding images never moves existing ones between train and val.
+
+Pipeline rows: ``input`` and ``target`` are ``uint8`` ``(S, S, 3)``; ``ok`` is False for images
+that could not be read or decoded (their arrays are zeros and ``error`` says why: the training
+loop skips and counts them); ``jittered`` says whether colour jitter was applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from skinray import degrade, images, storage
+from skinray.config import Config, DegradeConfig
+from skinray.errors import SkinrayError
+
+log = logging.getLogger("skinray.data")
+
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()), ("uri", pa.string()), ("size_bytes", pa.int64()), ("sha256", pa.string()),
+    ("split", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("format", pa.string()),
+])
+
+
+def split_of(key: str, val_fraction: float, seed: int = 0) -> str:
+    """'val' for a stable ``val_fraction`` share of keys, else 'train'; depends only on (seed, key)."""
+    digest = hashlib.sha256(f"split:{seed}:{key}".encode()).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+
+
+@dataclass
+class Manifest:
+    table: pa.Table
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) of unusable files
+    ignored: int = 0  # files without an image extension
+
+    def count(self, split: str) -> int:
+        return sum(1 for s in self.table.column("split").to_pylist() if s == split)
+
+    def fingerprint(self) -> str:
+        """sha256 over the sorted (key, content hash) pairs: identifies the training data."""
+        pairs = sorted(zip(self.table.column("key").to_pylist(), self.table.column("sha256").to_pylist()))
+        return hashlib.sha256("\n".join(f"{k}:{h}" for k, h in pairs).encode()).hexdigest()
+
+
+def build_manifest(source: str, val_fraction: float, seed: int = 0, s3: storage.S3Options | None = None,
+                   max_pixels: int = images.DEFAULT_MAX_PIXELS, threads: int = 16,
+                   progress: Callable[[int, int], None] | None = None) -> Manifest:
+    """List the images under ``source``, read each once (content hash, header probe) and assign
+    its split. Unreadable or non-image files with an image extension are skipped with a warning."""
+    entries = storage.list_files(source, s3)
+    candidates = [e for e in entries if images.is_image_key(e.key)]
+    ignored = len(entries) - len(candidates)
+
+    def inspect(entry: storage.FileEntry) -> dict[str, Any] | tuple[str, str]:
+        try:
+            data = storage.read_bytes(entry.uri, s3)
+            width, height, fmt = images.probe(data, max_pixels)
+        except SkinrayError as exc:
+            return entry.key, str(exc)
+        return {"key": entry.key, "uri": entry.uri, "size_bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(), "split": split_of(entry.key, val_fraction, seed),
+                "width": width, "height": height, "format": fmt}
+
+    rows, skipped = [], []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for done, result in enumerate(pool.map(inspect, candidates), start=1):
+            if isinstance(result, dict):
+                rows.append(result)
+            else:
+                log.warning("skipping %s: %s", *result)
+                skipped.append(result)
+            if progress:
+                progress(done, len(candidates))
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    return Manifest(table=table, skipped=skipped, ignored=ignored)
+
+
+def write_manifest(manifest: Manifest, uri: str, s3: storage.S3Options | None = None) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(manifest.table, sink)
+    storage.write_bytes(uri, sink.getvalue().to_pybytes(), s3)
+
+
+def read_manifest(uri: str, s3: storage.S3Options | None = None) -> Manifest:
+    try:
+        table = pq.read_table(pa.BufferReader(storage.read_bytes(uri, s3)))
+    except pa.ArrowInvalid as exc:
+        raise SkinrayError(f"{uri}: not a Parquet manifest ({exc})") from None
+    missing = [name for name in MANIFEST_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise SkinrayError(f"{uri}: manifest lacks columns {missing}; write it with `skinray ingest`")
+    return Manifest(table=table.select(MANIFEST_SCHEMA.names))
+
+
+def load_or_build_manifest(cfg: Config, s3: storage.S3Options | None = None) -> Manifest:
+    """``data.source`` is a manifest (.parquet) or a folder/prefix to list on the fly."""
+    if cfg.data.source.endswith(".parquet"):
+        return read_manifest(cfg.data.source, s3)
+    return build_manifest(cfg.data.source, cfg.data.val_fraction, cfg.data.seed, s3)
+
+
+# ----------------------------------------------------------------------------- Ray Data stage
+
+
+def make_pairs(batch: dict[str, np.ndarray], *, split: str, image_size: int, degrade_cfg: dict,
+               seed: int, s3: storage.S3Options | None) -> dict[str, np.ndarray]:
+    """Ray Data batch function: ``{key, uri}`` -> ``{key, input, target, ok, jittered, error}``.
+
+    Training draws fresh randomness on every call, so each epoch (a new pass over the dataset)
+    jitters a different subset with different parameters. Validation draws from
+    :func:`skinray.degrade.key_rng` (seed, key): the same degradation every epoch.
+    """
+    cfg = DegradeConfig(**degrade_cfg)
+    keys = [str(k) for k in batch["key"]]
+    n = len(keys)
+    inputs = np.zeros((n, image_size, image_size, 3), np.uint8)
+    targets = np.zeros_like(inputs)
+    ok = np.zeros(n, bool)
+    jittered = np.zeros(n, bool)
+    errors = [""] * n
+    train_rng = np.random.default_rng()  # fresh OS entropy: a new draw every epoch
+    for i, (key, uri) in enumerate(zip(keys, batch["uri"])):
+        try:
+            clean = images.resize_square(images.decode(storage.read_bytes(str(uri), s3)), image_size)
+        except SkinrayError as exc:
+            errors[i] = str(exc)
+            log.warning("skipping %s: %s", key, exc)
+            continue
+        rng = train_rng if split == "train" else degrade.key_rng(seed, key)
+        drawn = degrade.sample(rng, cfg)
+        degraded = degrade.apply(clean.astype(np.float32) / 255.0, drawn)
+        inputs[i] = np.clip(degraded * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        targets[i] = clean
+        ok[i] = True
+        jittered[i] = drawn.jitter
+    return {"key": np.array(keys, dtype=object), "input": inputs, "target": targets, "ok": ok,
+            "jittered": jittered, "error": np.array(errors, dtype=object)}
+
+
+def pair_datasets(manifest: Manifest, cfg: Config, s3: storage.S3Options | None = None,
+                  rows_per_block: int = 16) -> dict[str, "ray.data.Dataset"]:  # noqa: F821
+    """Ray Data datasets of pairs for each split, read and degraded in parallel tasks."""
+    import ray.data
+
+    out = {}
+    for split in ("train", "val"):
+        table = manifest.table.filter(pa.compute.equal(manifest.table["split"], split)).select(["key", "uri"])
+        blocks = max(1, min(200, (table.num_rows + rows_per_block - 1) // rows_per_block))
+        ds = ray.data.from_arrow(table).repartition(blocks)
+        if split == "train":
+            ds = ds.randomize_block_order()
+        out[split] = ds.map_batches(
+            make_pairs, batch_format="numpy", batch_size=rows_per_block,
+            fn_kwargs={"split": split, "image_size": cfg.data.image_size,
+                       "degrade_cfg": cfg.degrade.__dict__.copy(), "seed": cfg.data.seed, "s3": s3},
+        )
+    return out

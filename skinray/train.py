@@ -1,0 +1,268 @@
+"""Ray Train: the per-worker training loop and :func:`fit`, which runs it data-parallel.
+
+Each epoch a worker streams its shard of the training pairs (Ray Data), trains, evaluates its
+shard of the validation pairs, and the metrics are summed over workers. Rank 0 then writes a
+checkpoint (:mod:`skinray.checkpoint`) that Ray Train uploads to the storage URI, keeping the
+best ``train.keep`` by validation loss. A re-run with the same name and storage resumes from the
+latest checkpoint; a dead worker restarts the group from it (``FailureConfig``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from skinray import checkpoint, data, storage
+from skinray.config import Config
+from skinray.errors import SkinrayError
+from skinray.losses import make_loss
+from skinray.metrics import psnr, ssim_per_image
+from skinray.model import build_model
+
+log = logging.getLogger("skinray.train")
+
+# Per-epoch sums, all-reduced across workers. Order matters: see _epoch_metrics.
+_SUMS = ("train_loss", "train_images", "train_bad", "val_loss", "val_images", "val_bad",
+         "val_psnr", "val_ssim", "val_psnr_input", "val_ssim_input")
+
+
+def s3_options(cfg: Config) -> storage.S3Options:
+    return storage.S3Options.from_env(cfg.storage.s3_endpoint, cfg.storage.s3_region)
+
+
+def _to_tensors(batch: dict[str, np.ndarray], device: torch.device, channels_last: bool):
+    """numpy batch -> (input, target) float tensors (N, 3, S, S) in [0, 1], and the ok mask (N,)."""
+    def convert(arr: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.require(arr, requirements=["C", "W"])).to(device, non_blocking=True)
+        t = t.permute(0, 3, 1, 2).float().div_(255.0)  # (N, S, S, 3) uint8 -> (N, 3, S, S) float
+        return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+    ok = torch.from_numpy(batch["ok"].astype(bool)).to(device)
+    return convert(batch["input"]), convert(batch["target"]), ok
+
+
+def _masked_loss(loss_fn, pred: torch.Tensor, target: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """Loss over the decodable rows only. A batch with none still yields a zero loss connected to
+    the graph, so every DDP worker runs the same number of backward passes."""
+    if bool(ok.all()):
+        return loss_fn(pred, target)
+    if not bool(ok.any()):
+        return pred.sum() * 0.0
+    return loss_fn(pred[ok], target[ok])
+
+
+def _all_reduce(sums: dict[str, float], device: torch.device) -> dict[str, float]:
+    values = torch.tensor([sums[k] for k in _SUMS], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values)
+    return dict(zip(_SUMS, values.tolist()))
+
+
+def _epoch_metrics(epoch: int, sums: dict[str, float], seconds: float) -> dict[str, Any]:
+    def mean(key: str, count: str) -> float:
+        return sums[key] / sums[count] if sums[count] else float("nan")
+    return {
+        "epoch": epoch,
+        "train_loss": mean("train_loss", "train_images"),
+        "val_loss": mean("val_loss", "val_images"),
+        "val_psnr": mean("val_psnr", "val_images"),
+        "val_ssim": mean("val_ssim", "val_images"),
+        "val_psnr_input": mean("val_psnr_input", "val_images"),
+        "val_ssim_input": mean("val_ssim_input", "val_images"),
+        "train_images": int(sums["train_images"]),
+        "val_images": int(sums["val_images"]),
+        "skipped": int(sums["train_bad"] + sums["val_bad"]),
+        "images_per_s": sums["train_images"] / seconds if seconds > 0 else 0.0,
+        "epoch_seconds": seconds,
+    }
+
+
+def _note_bad(batch: dict[str, np.ndarray], seen: set[str]) -> int:
+    bad = np.flatnonzero(~batch["ok"].astype(bool))
+    for i in bad:
+        key = str(batch["key"][i])
+        if key not in seen:
+            seen.add(key)
+            print(f"[skinray] skipping {key}: {batch['error'][i]}", flush=True)
+    return len(bad)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker. ``loop_config``: {"config": Config dict, "fingerprint": str}."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = Config.from_dict(loop_config["config"])
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    fast = cfg.train.mixed_precision and device.type == "cuda"  # bf16 autocast + channels_last
+
+    model = build_model(cfg.model)
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    loss_fn = make_loss(cfg.train.loss, cfg.train.ssim_weight)
+
+    start_epoch, history = 0, []
+    resume_from = ray.train.get_checkpoint()
+    if resume_from is not None:
+        with resume_from.as_directory() as directory:
+            start_epoch, history = checkpoint.load_training_state(directory, model, optimizer)
+        if rank == 0:
+            print(f"[skinray] resumed from checkpoint after epoch {start_epoch - 1}", flush=True)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    bad_seen: set[str] = set()
+    for epoch in range(start_epoch, cfg.train.epochs):
+        sums = dict.fromkeys(_SUMS, 0.0)
+        started = time.perf_counter()
+        model.train()
+        for batch in train_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy",
+                                              prefetch_batches=2,
+                                              local_shuffle_buffer_size=4 * cfg.train.batch_size):
+            x, y, ok = _to_tensors(batch, device, fast)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+                pred = model(x)
+            loss = _masked_loss(loss_fn, pred.float(), y, ok)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n_ok = int(ok.sum())
+            sums["train_loss"] += float(loss.detach()) * n_ok
+            sums["train_images"] += n_ok
+            sums["train_bad"] += _note_bad(batch, bad_seen)
+        train_seconds = time.perf_counter() - started
+
+        model.eval()
+        with torch.no_grad():
+            for batch in val_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy"):
+                x, y, ok = _to_tensors(batch, device, fast)
+                sums["val_bad"] += _note_bad(batch, bad_seen)
+                if not bool(ok.any()):
+                    continue
+                x, y = x[ok], y[ok]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+                    pred = model(x)
+                pred = pred.float().clamp(0, 1)
+                n = len(x)
+                sums["val_loss"] += float(loss_fn(pred, y)) * n
+                sums["val_images"] += n
+                sums["val_psnr"] += float(psnr(pred, y).clamp(max=100).sum())
+                sums["val_ssim"] += float(ssim_per_image(pred, y).sum())
+                sums["val_psnr_input"] += float(psnr(x, y).clamp(max=100).sum())
+                sums["val_ssim_input"] += float(ssim_per_image(x, y).sum())
+
+        totals = _all_reduce(sums, device)
+        if totals["train_images"] == 0:
+            raise SkinrayError("no training image could be decoded: every file was skipped "
+                               "(see the 'skipping' lines above)")
+        metrics = _epoch_metrics(epoch, totals, train_seconds)
+        history.append(metrics)
+        if rank == 0:
+            print(f"[skinray] epoch {epoch + 1}/{cfg.train.epochs} train_loss={metrics['train_loss']:.4f} "
+                  f"val_loss={metrics['val_loss']:.4f} val_psnr={metrics['val_psnr']:.2f}dB "
+                  f"(input {metrics['val_psnr_input']:.2f}) val_ssim={metrics['val_ssim']:.4f} "
+                  f"(input {metrics['val_ssim_input']:.4f}) skipped={metrics['skipped']} "
+                  f"{metrics['images_per_s']:.1f} img/s", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint.save(tmp, model, cfg, metrics, history, loop_config["fingerprint"],
+                                optimizer=optimizer, epoch=epoch)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"epoch_{epoch:04d}")
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+
+@dataclass
+class FitSummary:
+    run_uri: str  # STORAGE/NAME: every checkpoint of the run
+    best_uri: str  # STORAGE/NAME/best: the exported best model, loadable by checkpoint.load
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    skipped_files: list[tuple[str, str]]
+
+
+def fit(cfg: Config, ray_address: str | None = None) -> FitSummary:
+    """Validate the data, run Ray Train, export the best checkpoint to STORAGE/NAME/best."""
+    import ray.train
+    from ray.data import DataContext
+    from ray.train.torch import TorchTrainer
+
+    from skinray.runtime import init_ray
+
+    cfg.validate()
+    s3 = s3_options(cfg)
+    manifest = data.load_or_build_manifest(cfg, s3)
+    n_train, n_val = manifest.count("train"), manifest.count("val")
+    if n_train == 0 or n_val == 0:
+        raise SkinrayError(f"{cfg.data.source}: found {n_train} training and {n_val} validation images "
+                           f"({len(manifest.skipped)} unreadable); need at least one of each - add images "
+                           f"or change data.val_fraction")
+    print(f"[skinray] data {cfg.data.source}: {n_train} train / {n_val} val images, "
+          f"{len(manifest.skipped)} unreadable skipped, fingerprint {manifest.fingerprint()[:12]}", flush=True)
+
+    init_ray(ray_address)
+    DataContext.get_current().enable_progress_bars = False
+    datasets = data.pair_datasets(manifest, cfg, s3)
+    fs, storage_path = storage.resolve(cfg.train.storage, s3)
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if cfg.train.gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "fingerprint": manifest.fingerprint()},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=cfg.train.name, storage_path=storage_path, storage_filesystem=fs,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep,
+                                                         checkpoint_score_attribute="val_loss",
+                                                         checkpoint_score_order="min"),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+        ),
+        datasets=datasets,
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        raise SkinrayError(f"training run {cfg.train.name!r} failed: {_root_cause(exc)}") from None
+    return _export_best(cfg, result, manifest, s3)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost message of a Ray error chain, one line."""
+    seen = exc
+    while seen.__cause__ is not None:
+        seen = seen.__cause__
+    text = str(seen).strip().splitlines()
+    for line in reversed(text):
+        if "SkinrayError" in line or "Error:" in line:
+            return line.split("Error: ", 1)[-1].strip()
+    return text[-1] if text else type(seen).__name__
+
+
+def _export_best(cfg: Config, result, manifest: data.Manifest, s3: storage.S3Options) -> FitSummary:
+    """Copy the checkpoint with the lowest validation loss to STORAGE/NAME/best."""
+    run_uri = storage.join(cfg.train.storage, cfg.train.name)
+
+    def uri_of(ckpt) -> str:  # Ray returns paths inside the storage filesystem
+        return storage.join(run_uri, ckpt.path.rstrip("/").rsplit("/", 1)[-1])
+
+    candidates = [(ckpt, metrics) for ckpt, metrics in (result.best_checkpoints or [])
+                  if not math.isnan(metrics.get("val_loss", float("nan")))]
+    if not candidates or result.checkpoint is None:
+        raise SkinrayError(f"training run {cfg.train.name!r} produced no checkpoint")
+    best_ckpt, best_metrics = min(candidates, key=lambda item: item[1]["val_loss"])
+    best_uri = checkpoint.export(uri_of(best_ckpt), storage.join(run_uri, checkpoint.BEST_DIR), s3)
+    history = checkpoint.read_metadata(uri_of(result.checkpoint), s3).get("history", [])
+    return FitSummary(run_uri=run_uri, best_uri=best_uri, best_metrics=dict(best_metrics),
+                      history=history, skipped_files=manifest.skipped)
