@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,8 @@ def load(uri: str | Path, device: str | torch.device = "cpu", s3: storage.S3Opti
         model.load_state_dict(state)
     except SkinrayError:
         raise CheckpointError(f"{uri}: {MODEL_FILE} is missing") from None
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{uri}: {MODEL_FILE} does not match the saved config ({str(exc)[:200]})") from None
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"{uri}: {MODEL_FILE} is corrupt or does not match the saved config ({str(exc)[:200]})") from None
     model.to(device).eval()
     return LoadedModel(model=model, config=config, metrics=meta.get("metrics", {}),
                        history=meta.get("history", []), fingerprint=meta.get("data_fingerprint", ""),

@@ -193,7 +193,7 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]!r}; known: {sorted(known)}")
+        raise ConfigError(f"{where}: unknown key '{prefix}{unknown[0]}'; known: {sorted(known)}")
     values = {}
     for name, raw in data.items():
         hint = hints[name]

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from skinray import checkpoint, storage
+from skinray.config import load_config
+from skinray.errors import CheckpointError
+from skinray.model import build_model
+from skinray.predict import Enhancer
+
+
+def _saved(tmp_path, **overrides):
+    cfg = load_config(overrides={"model.width": 8, "train.name": "ck", **overrides})
+    model = build_model(cfg.model)
+    optimizer = torch.optim.Adam(model.parameters())
+    directory = checkpoint.save(tmp_path / "ckpt", model, cfg, {"epoch": 2, "val_loss": 0.1},
+                                [{"epoch": 0}, {"epoch": 1}, {"epoch": 2}], "f" * 64, optimizer, epoch=2)
+    return cfg, model.eval(), directory
+
+
+def test_round_trip_rebuilds_the_exact_model_without_ray(tmp_path):
+    cfg, model, directory = _saved(tmp_path, **{"model.skip": "add"})
+    loaded = checkpoint.load(directory)
+    assert loaded.config == cfg and loaded.metrics["val_loss"] == 0.1 and len(loaded.history) == 3
+    x = torch.rand(1, 3, 20, 20)
+    assert torch.equal(loaded.model(x), model(x))
+    assert loaded.model_id == "ck-e2-ffffffff"
+
+
+def test_training_state_resumes_epoch_and_optimizer(tmp_path):
+    cfg, _, directory = _saved(tmp_path)
+    model = build_model(cfg.model)
+    optimizer = torch.optim.Adam(model.parameters())
+    next_epoch, history = checkpoint.load_training_state(directory, model, optimizer)
+    assert next_epoch == 3 and len(history) == 3
+
+
+def test_run_folder_resolves_to_best_and_export_drops_optimizer(tmp_path):
+    _, _, directory = _saved(tmp_path)
+    checkpoint.export(str(directory), str(tmp_path / "run" / "best"))
+    assert not (tmp_path / "run" / "best" / checkpoint.STATE_FILE).exists()
+    assert checkpoint.load(tmp_path / "run").uri.endswith("best")
+
+
+def test_s3_checkpoint_loads(tmp_path, s3, bucket):
+    _, model, directory = _saved(tmp_path)
+    storage.copy_dir(str(directory), f"s3://{bucket}/run/best", s3)
+    enhancer = Enhancer.from_checkpoint(f"s3://{bucket}/run", device="cpu", s3=s3)
+    x = torch.rand(1, 3, 24, 24)
+    assert torch.equal(enhancer.model(x), model(x))
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not a skinray checkpoint"):
+        checkpoint.load(tmp_path)
+    _, _, directory = _saved(tmp_path)
+    (directory / checkpoint.MODEL_FILE).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="model.pt"):
+        checkpoint.load(directory)

@@ -1,0 +1,43 @@
+import pytest
+import torch
+from torch import nn
+
+from skinray.config import ModelConfig
+from skinray.model import build_model
+
+
+@pytest.mark.parametrize("size", [(16, 16), (37, 53), (128, 96)])
+def test_output_shape_equals_input_shape_in_unit_range(size):
+    model = build_model(ModelConfig()).eval()
+    x = torch.rand(2, 3, *size)
+    y = model(x)
+    assert y.shape == x.shape
+    assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0
+
+
+def test_poster_default_is_conv_only_with_dropout_and_leaky_relu():
+    model = build_model(ModelConfig())
+    layers = list(model.modules())
+    convs = [m for m in layers if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4
+    assert not any(isinstance(m, (nn.Linear, nn.MaxPool2d, nn.AvgPool2d)) for m in layers)
+    assert all(m.p == 0.15 for m in layers if isinstance(m, nn.Dropout))
+    assert sum(isinstance(m, nn.Dropout) for m in layers) == 3, "after each hidden layer"
+    assert any(isinstance(m, nn.LeakyReLU) for m in layers)
+
+
+@pytest.mark.parametrize("skip", ["concat", "add", "none"])
+@pytest.mark.parametrize("depth", [2, 4, 8])
+def test_width_depth_and_skip_are_configurable(skip, depth):
+    model = build_model(ModelConfig(depth=depth, width=8, skip=skip)).eval()
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == depth
+    assert model(torch.rand(1, 3, 20, 24)).shape == (1, 3, 20, 24)
+
+
+def test_skip_connections_change_the_function():
+    torch.manual_seed(0)
+    with_skip = build_model(ModelConfig(skip="add", dropout=0.0)).eval()
+    torch.manual_seed(0)
+    without = build_model(ModelConfig(skip="none", dropout=0.0)).eval()
+    x = torch.rand(1, 3, 16, 16)
+    assert not torch.allclose(with_skip(x), without(x))
