@@ -111,6 +111,9 @@ def list_files(uri: str, s3: S3Options | None = None) -> list[FileEntry]:
         if info.type == pafs.FileType.File:
             return [FileEntry(key=posixpath.basename(root), uri=uri, size=info.size or 0)]
         if info.type == pafs.FileType.NotFound:
+            bucket = root.split("/", 1)[0]
+            if is_s3(uri) and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise StorageError(f"{uri}: the bucket does not exist: check the name and the endpoint")
             raise StorageError(f"{uri}: no such folder or prefix")
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except StorageError:

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from skinray import data, synth
+from skinray.config import load_config
+
+
+def test_split_is_stable_when_images_are_added():
+    first = {f"img_{i}.jpg": data.split_of(f"img_{i}.jpg", 0.3, seed=0) for i in range(1000)}
+    more = {f"img_{i}.jpg": data.split_of(f"img_{i}.jpg", 0.3, seed=0) for i in range(2000)}
+    assert all(more[k] == v for k, v in first.items())
+    share = sum(v == "val" for v in more.values()) / len(more)
+    assert 0.27 < share < 0.33
+
+
+def test_manifest_hashes_splits_and_reports_bad_files(tmp_path):
+    synth.write_dataset(str(tmp_path), 10, size=32, seed=0)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_bytes(b"not an image")
+    (tmp_path / "notes.txt").write_text("ignored")
+    manifest = data.build_manifest(str(tmp_path), 0.3, seed=0)
+    assert manifest.table.num_rows == 10
+    assert sorted(k for k, _ in manifest.skipped) == ["empty.jpg", "text.png"]
+    assert manifest.ignored == 1
+    row = manifest.table.slice(0, 1).to_pylist()[0]
+    assert len(row["sha256"]) == 64 and row["width"] == 32 and row["format"] == "JPEG"
+    assert manifest.count("train") + manifest.count("val") == 10
+
+    data.write_manifest(manifest, str(tmp_path / "m.parquet"))
+    again = data.read_manifest(str(tmp_path / "m.parquet"))
+    assert again.fingerprint() == manifest.fingerprint()
+    (tmp_path / "skin_00000.jpg").write_bytes(b"changed")
+    assert data.build_manifest(str(tmp_path), 0.3).fingerprint() != manifest.fingerprint()
+
+
+def _pairs(ds) -> dict:
+    rows = {}
+    for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
+        for i, key in enumerate(batch["key"]):
+            rows[str(key)] = (bool(batch["jittered"][i]), batch["input"][i], bool(batch["ok"][i]),
+                              str(batch["error"][i]), batch["target"][i])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pipeline(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    synth.write_dataset(str(root), 240, size=32, seed=3)
+    big = tmp_path_factory.mktemp("big")
+    synth.write_dataset(str(big), 1, size=256, seed=3)
+    good = (big / "skin_00000.jpg").read_bytes()  # large enough that half of it keeps the header
+    (root / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    cfg = load_config(overrides={"data.source": str(root), "data.image_size": 24, "data.val_fraction": 0.25})
+    manifest = data.build_manifest(str(root), 0.25, seed=0)
+    return cfg, manifest, data.pair_datasets(manifest, cfg)
+
+
+def test_pairs_are_degraded_input_and_clean_target(pipeline):
+    cfg, manifest, datasets = pipeline
+    rows = _pairs(datasets["train"])
+    assert len(rows) == manifest.count("train")
+    jittered, inputs, ok, _, targets = rows["skin_00002.jpg"] if "skin_00002.jpg" in rows else next(iter(rows.values()))
+    assert inputs.shape == targets.shape == (24, 24, 3) and inputs.dtype == np.uint8
+    assert not np.array_equal(inputs, targets), "the input is degraded (at least blurred)"
+
+
+def test_about_60_percent_jittered_and_a_new_subset_each_epoch(pipeline):
+    _, _, datasets = pipeline
+    epoch1 = _pairs(datasets["train"])
+    epoch2 = _pairs(datasets["train"])
+    good = [k for k, v in epoch1.items() if v[2]]
+    share1 = np.mean([epoch1[k][0] for k in good])
+    share2 = np.mean([epoch2[k][0] for k in good])
+    assert 0.48 < share1 < 0.72 and 0.48 < share2 < 0.72, (share1, share2)
+    changed = np.mean([epoch1[k][0] != epoch2[k][0] for k in good])
+    assert changed > 0.25, "a different subset is jittered each epoch"
+    assert not all(np.array_equal(epoch1[k][1], epoch2[k][1]) for k in good)
+
+
+def test_validation_degradations_are_fixed(pipeline):
+    _, _, datasets = pipeline
+    first, second = _pairs(datasets["val"]), _pairs(datasets["val"])
+    assert first.keys() == second.keys() and len(first) > 30
+    for key in first:
+        assert first[key][0] == second[key][0]
+        np.testing.assert_array_equal(first[key][1], second[key][1])
+
+
+def test_undecodable_file_is_flagged_with_its_reason(pipeline):
+    _, manifest, datasets = pipeline
+    split = dict(zip(manifest.table["key"].to_pylist(), manifest.table["split"].to_pylist()))
+    rows = _pairs(datasets[split["truncated.jpg"]])
+    _, inputs, ok, error, _ = rows["truncated.jpg"]
+    assert not ok and "cannot decode" in error and not inputs.any()
+    assert sum(not v[2] for v in rows.values()) == 1
