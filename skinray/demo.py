@@ -19,7 +19,7 @@ from skinray.train import fit
 # Small enough for a laptop CPU in a few minutes; everything else is the project default.
 DEMO_OVERRIDES = {
     "data.image_size": 96,
-    "train.epochs": 8,
+    "train.epochs": 12,
     "train.workers": 2,
     "train.name": "demo",
 }

@@ -111,6 +111,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     loss_fn = make_loss(cfg.train.loss, cfg.train.ssim_weight)
 
+    if rank == 0:
+        print(f"[skinray] {ray.train.get_context().get_world_size()} worker(s) on {device}, "
+              f"{torch.get_num_threads()} torch threads each", flush=True)
     start_epoch, history = 0, []
     resume_from = ray.train.get_checkpoint()
     if resume_from is not None:
