@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ _SUMS = ("train_loss", "train_images", "train_bad", "val_loss", "val_images", "v
 
 def s3_options(cfg: Config) -> storage.S3Options:
     return storage.S3Options.from_env(cfg.storage.s3_endpoint, cfg.storage.s3_region)
+
+
+def _say(message: str) -> None:
+    """One line to the worker's real stdout, which Ray forwards to the driver. (Ray Train
+    patches ``print`` to log *and* tee to a wrapped stdout, which shows every line twice.)"""
+    print(f"[skinray] {message}", file=sys.__stdout__, flush=True)
 
 
 def _to_tensors(batch: dict[str, np.ndarray], device: torch.device, channels_last: bool):
@@ -90,7 +97,7 @@ def _note_bad(batch: dict[str, np.ndarray], seen: set[str]) -> int:
         key = str(batch["key"][i])
         if key not in seen:
             seen.add(key)
-            print(f"[skinray] skipping {key}: {batch['error'][i]}", flush=True)
+            _say(f"skipping {key}: {batch['error'][i]}")
     return len(bad)
 
 
@@ -112,15 +119,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     loss_fn = make_loss(cfg.train.loss, cfg.train.ssim_weight)
 
     if rank == 0:
-        print(f"[skinray] {ray.train.get_context().get_world_size()} worker(s) on {device}, "
-              f"{torch.get_num_threads()} torch threads each", flush=True)
+        _say(f"{ray.train.get_context().get_world_size()} worker(s) on {device}, "
+             f"{torch.get_num_threads()} torch threads each")
     start_epoch, history = 0, []
     resume_from = ray.train.get_checkpoint()
     if resume_from is not None:
         with resume_from.as_directory() as directory:
             start_epoch, history = checkpoint.load_training_state(directory, model, optimizer)
         if rank == 0:
-            print(f"[skinray] resumed from checkpoint after epoch {start_epoch - 1}", flush=True)
+            _say(f"resumed from checkpoint after epoch {start_epoch - 1}")
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
@@ -171,11 +178,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics = _epoch_metrics(epoch, totals, train_seconds)
         history.append(metrics)
         if rank == 0:
-            print(f"[skinray] epoch {epoch + 1}/{cfg.train.epochs} train_loss={metrics['train_loss']:.4f} "
-                  f"val_loss={metrics['val_loss']:.4f} val_psnr={metrics['val_psnr']:.2f}dB "
-                  f"(input {metrics['val_psnr_input']:.2f}) val_ssim={metrics['val_ssim']:.4f} "
-                  f"(input {metrics['val_ssim_input']:.4f}) skipped={metrics['skipped']} "
-                  f"{metrics['images_per_s']:.1f} img/s", flush=True)
+            _say(f"epoch {epoch + 1}/{cfg.train.epochs} train_loss={metrics['train_loss']:.4f} "
+                 f"val_loss={metrics['val_loss']:.4f} val_psnr={metrics['val_psnr']:.2f}dB "
+                 f"(input {metrics['val_psnr_input']:.2f}) val_ssim={metrics['val_ssim']:.4f} "
+                 f"(input {metrics['val_ssim_input']:.4f}) skipped={metrics['skipped']} "
+                 f"{metrics['images_per_s']:.1f} img/s")
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint.save(tmp, model, cfg, metrics, history, loop_config["fingerprint"],
                                 optimizer=optimizer, epoch=epoch)
