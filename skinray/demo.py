@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from skinray import degrade, images, storage, synth, viz
+from skinray import degrade, images, synth, viz
 from skinray.config import Config
+from skinray.data import split_of
 from skinray.predict import Enhancer
 from skinray.train import fit
 
@@ -40,9 +41,8 @@ def run_demo(out: str, count: int = DEMO_IMAGES, overrides: dict | None = None) 
     enhancer = Enhancer.from_checkpoint(summary.best_uri, device="cpu")
     viz.loss_curve(summary.history, out_dir / "loss_curve.png")
     rows = []
-    val_files = sorted(data_dir.glob("*.jpg"))
-    from skinray.data import split_of
-    val_files = [p for p in val_files if split_of(p.name, cfg.data.val_fraction, cfg.data.seed) == "val"][:6]
+    val_files = [p for p in sorted(data_dir.glob("*.jpg"))
+                 if split_of(p.name, cfg.data.val_fraction, cfg.data.seed) == "val"][:6]
     for path in val_files:
         clean = images.resize_square(images.decode(path.read_bytes()), cfg.data.image_size)
         drawn = degrade.sample(degrade.key_rng(cfg.data.seed, path.name), cfg.degrade)

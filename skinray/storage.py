@@ -18,7 +18,6 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -213,8 +212,3 @@ def local_copy(uri: str, s3: S3Options | None = None) -> LocalCopy:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return LocalCopy(tmp, temporary=True)
-
-
-def iter_chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

@@ -9,7 +9,6 @@ latest checkpoint; a dead worker restarts the group from it (``FailureConfig``).
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import tempfile
@@ -28,7 +27,6 @@ from skinray.losses import make_loss
 from skinray.metrics import psnr, ssim_per_image
 from skinray.model import build_model
 
-log = logging.getLogger("skinray.train")
 
 # Per-epoch sums, all-reduced across workers. Order matters: see _epoch_metrics.
 _SUMS = ("train_loss", "train_images", "train_bad", "val_loss", "val_images", "val_bad",
