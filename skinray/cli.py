@@ -95,6 +95,26 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+_ENHANCE_FLAGS = ("model", "input", "output", "format", "quality", "overwrite", "workers", "gpu",
+                  "batch_size", "max_pixels")
+
+
+def cmd_enhance(args: argparse.Namespace) -> int:
+    from skinray import batch
+    from skinray.config import load_config, parse_set_flags
+    from skinray.train import s3_options
+
+    overrides = parse_set_flags(args.set)
+    overrides.update({f"enhance.{k}": getattr(args, k) for k in _ENHANCE_FLAGS if getattr(args, k) is not None})
+    if args.s3_endpoint:
+        overrides["storage.s3_endpoint"] = args.s3_endpoint
+    cfg = load_config(args.config, overrides, sections=("enhance", "storage"))
+    summary = batch.run(cfg.enhance, s3_options(cfg), ray_address=args.ray_address)
+    print(f"[skinray] {summary.line()}")
+    print(f"[skinray] enhanced images in: {cfg.enhance.output}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from skinray.demo import run_demo
 
@@ -125,6 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--s3-endpoint")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("enhance", help="enhance every photo under a folder or bucket prefix (Ray Data)")
+    p.add_argument("input", nargs="?", help="folder or s3://bucket/prefix of photos")
+    p.add_argument("output", nargs="?", help="folder or s3://bucket/prefix for the enhanced photos")
+    p.add_argument("--model", help="checkpoint: a run folder (loads its best) or a checkpoint folder")
+    p.add_argument("--format", help="same (default) | png | jpeg")
+    p.add_argument("--quality", type=int, help="JPEG quality (default 95)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="redo outputs that already exist")
+    p.add_argument("--workers", type=int, help="model actors (default 1)")
+    p.add_argument("--gpu", action="store_true", default=None, help="one GPU per model actor")
+    p.add_argument("--batch-size", type=int, help="images per model call (default 8)")
+    p.add_argument("--max-pixels", type=int, help="refuse larger images (default 100 million)")
+    p.add_argument("--config", help="YAML config file (section enhance)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--s3-endpoint")
+    p.add_argument("--ray-address")
+    p.set_defaults(func=cmd_enhance)
 
     p = sub.add_parser("demo", help="synthesise data, train briefly, write samples and a loss curve")
     p.add_argument("--out", default="outputs/demo")

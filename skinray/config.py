@@ -143,6 +143,41 @@ class TrainConfig:
                  f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
 
 
+OUTPUT_FORMATS = ("same", "png", "jpeg")
+
+
+@dataclass(frozen=True)
+class EnhanceConfig:
+    """Archive enhancement job (``skinray enhance`` / ``jobs/enhance.py``)."""
+
+    model: str = ""  # checkpoint URI (a run folder loads its best model)
+    input: str = ""  # folder or s3:// prefix of photos
+    output: str = ""  # folder or s3:// prefix; keys keep their relative paths
+    format: str = "same"  # same | png | jpeg
+    quality: int = 95  # JPEG quality
+    overwrite: bool = False  # else outputs that exist and decode are skipped (resume)
+    workers: int = 1  # model actors (each holds one model; one GPU each with gpu)
+    gpu: bool = False
+    batch_size: int = 8  # images per model call
+    max_pixels: int = 100_000_000  # refuse larger images before decoding (decompression bombs)
+    tile: int = 512  # images larger than this (px per side) are enhanced in overlapping tiles
+    tile_margin: int = 32
+
+    def validate(self) -> None:
+        for name in ("model", "input", "output"):
+            _require(bool(getattr(self, name)), f"enhance.{name}", "is required")
+        _require(self.format in OUTPUT_FORMATS, "enhance.format",
+                 f"unknown {self.format!r}; choose from {OUTPUT_FORMATS}")
+        _require(1 <= self.quality <= 100, "enhance.quality", f"must be in [1, 100], got {self.quality}")
+        _require(self.workers >= 1, "enhance.workers", f"must be >= 1, got {self.workers}")
+        _require(self.batch_size >= 1, "enhance.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.max_pixels >= 1, "enhance.max_pixels", f"must be >= 1, got {self.max_pixels}")
+        _require(self.tile > 2 * self.tile_margin >= 0, "enhance.tile",
+                 f"must exceed twice enhance.tile_margin, got {self.tile} and {self.tile_margin}")
+        _require(self.input.rstrip("/") != self.output.rstrip("/"), "enhance.output",
+                 "must differ from enhance.input (outputs never overwrite the originals)")
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything one training run needs; saved inside every checkpoint."""
@@ -152,10 +187,12 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
 
-    def validate(self) -> "Config":
-        for f in fields(self):
-            getattr(self, f.name).validate()
+    def validate(self, sections: tuple[str, ...] = ("data", "degrade", "model", "train", "storage")) -> "Config":
+        """Check the sections a command uses (training by default; ``enhance`` for that job)."""
+        for name in sections:
+            getattr(self, name).validate()
         if "ssim" in self.train.loss:
             _require(self.data.image_size >= SSIM_WINDOW, "data.image_size",
                      f"{self.data.image_size} px is smaller than the {SSIM_WINDOW}-px SSIM window "
@@ -167,11 +204,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> "Config":
-        """Build and validate a Config from nested dicts; unknown keys are errors."""
-        return _build(cls, data, where, prefix="").validate()
+        """Build a Config from nested dicts; unknown keys and ill-typed values are errors."""
+        return _build(cls, data, where, prefix="")
 
     def replace(self, overrides: Mapping[str, Any], where: str = "overrides") -> "Config":
-        """A copy with dotted-key overrides applied (``{"train.lr": 0.001}``), validated."""
+        """A copy with dotted-key overrides applied (``{"train.lr": 0.001}``), type-checked."""
         data = self.to_dict()
         for key, value in overrides.items():
             section, _, name = key.partition(".")
@@ -243,8 +280,9 @@ def _coerce(raw: Any, hint: Any, where: str, key: str) -> Any:
     raise ConfigError(f"{where}: {key} has unsupported type {hint}")  # pragma: no cover
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Defaults, then the YAML file (if any), then dotted overrides; validated."""
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                sections: tuple[str, ...] = ("data", "degrade", "model", "train", "storage")) -> Config:
+    """Defaults, then the YAML file (if any), then dotted overrides; the named sections validated."""
     config = Config()
     if path is not None:
         path = Path(path)
@@ -257,7 +295,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         config = Config.from_dict(data, where=str(path))
     if overrides:
         config = config.replace(overrides)
-    return config.validate()
+    return config.validate(sections)
 
 
 def parse_set_flags(items: list[str]) -> dict[str, str]:
