@@ -124,7 +124,8 @@ def list_files(uri: str, s3: S3Options | None = None) -> list[FileEntry]:
     for item in infos:
         if item.type != pafs.FileType.File:
             continue
-        key = posixpath.relpath(item.path, root) if not isinstance(fs, pafs.LocalFileSystem) \
+        # Object keys are kept verbatim (no normalisation: "a/../b" stays as stored).
+        key = item.path[len(root):].lstrip("/") if not isinstance(fs, pafs.LocalFileSystem) \
             else Path(item.path).relative_to(root).as_posix()
         entries.append(FileEntry(key=key, uri=f"{base}/{key}" if is_s3(uri) else join(uri, key),
                                  size=item.size or 0))

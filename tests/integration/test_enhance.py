@@ -1,0 +1,171 @@
+"""The archive enhancement job on a real local Ray: folder and S3 (moto), bad inputs, resume."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from skinray import batch, checkpoint, images, storage, synth
+from skinray.config import Config, EnhanceConfig, ModelConfig
+from skinray.model import build_model
+from skinray.predict import Enhancer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(width=8))
+    return checkpoint.save(tmp_path_factory.mktemp("model") / "best", build_model(cfg.model), cfg, {"epoch": 0})
+
+
+def _png(arr_or_img, mode=None) -> bytes:
+    img = arr_or_img if isinstance(arr_or_img, Image.Image) else Image.fromarray(arr_or_img, mode)
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _archive(root: Path) -> dict[str, bytes]:
+    photo = synth.skin_image(0, 1, 64)
+    jpeg = io.BytesIO()
+    Image.fromarray(synth.skin_image(0, 2, 256)).save(jpeg, format="JPEG")
+    cmyk = io.BytesIO()
+    Image.fromarray(photo).convert("CMYK").save(cmyk, format="JPEG")
+    files = {
+        "a/b/c.jpg": _jpeg(photo),
+        "with space/ünïcode é.png": _png(photo),
+        "gray.png": _png(Image.fromarray(photo).convert("L")),
+        "rgba.png": _png(Image.fromarray(photo).convert("RGBA")),
+        "palette.png": _png(Image.fromarray(photo).convert("P")),
+        "sixteen.png": _png(Image.fromarray((np.arange(64 * 48).reshape(48, 64) * 20).astype(np.uint16))),
+        "cmyk.jpg": cmyk.getvalue(),
+        "one.png": _png(np.full((1, 1, 3), 128, np.uint8)),
+        "thin.png": _png(np.full((1, 300, 3), 90, np.uint8)),
+        "zero.jpg": b"",
+        "truncated.jpg": jpeg.getvalue()[: len(jpeg.getvalue()) // 2],
+        "not_really.jpg": b"this is text, not a JPEG",
+        "document.png": b"%PDF-1.4 not an image format we read",
+        "bomb.png": _png(Image.new("L", (5000, 5000))),
+        "notes.txt": b"notes",
+        "table.csv": b"a,b\n1,2\n",
+    }
+    for key, data in files.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+EXPECTED = {"a/b/c.jpg": "ok", "with space/ünïcode é.png": "ok", "gray.png": "ok", "rgba.png": "ok",
+            "palette.png": "ok", "sixteen.png": "ok", "cmyk.jpg": "ok", "one.png": "ok", "thin.png": "ok",
+            "zero.jpg": "failed", "truncated.jpg": "failed", "not_really.jpg": "failed",
+            "document.png": "failed", "bomb.png": "failed", "notes.txt": "not-image", "table.csv": "not-image"}
+
+
+def test_folder_to_folder_reports_every_file(ray_local, model_dir, tmp_path):
+    files = _archive(tmp_path / "in")
+    cfg = EnhanceConfig(model=str(model_dir), input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                        format="png", max_pixels=10_000_000, batch_size=4)
+    summary = batch.run(cfg)
+    report = {r["key"]: r for r in pq.read_table(summary.manifest_uri).to_pylist()}
+    assert {k: r["status"] for k, r in report.items()} == EXPECTED
+    assert "empty file" in report["zero.jpg"]["reason"]
+    assert "exceeds the limit" in report["bomb.png"]["reason"]
+    assert "cannot decode" in report["truncated.jpg"]["reason"]
+    assert summary.counts == {"ok": 9, "skipped-existing": 0, "failed": 5, "not-image": 2}
+
+    enhancer = Enhancer.from_checkpoint(str(model_dir), device="cpu")
+    for key, status in EXPECTED.items():
+        if status != "ok":
+            continue
+        out_key = batch.output_key(key, "png")
+        assert report[key]["output_key"] == out_key
+        written = images.decode((tmp_path / "out" / out_key).read_bytes())
+        original = images.decode(files[key])
+        assert written.shape == original.shape, f"{key}: same pixel size"
+        np.testing.assert_array_equal(written, enhancer.enhance(original), err_msg=f"{key}: one predictor")
+
+    again = batch.run(cfg)
+    assert again.counts["skipped-existing"] == 9 and again.counts["ok"] == 0
+    (tmp_path / "out" / "gray.png").write_bytes(b"half-written garbage")
+    third = batch.run(cfg)
+    assert third.counts["ok"] == 1 and third.counts["skipped-existing"] == 8, "an invalid output is redone"
+
+
+def test_same_format_keeps_extensions_and_overwrite_redoes(ray_local, model_dir, tmp_path):
+    synth.write_dataset(str(tmp_path / "in"), 3, size=48)
+    cfg = EnhanceConfig(model=str(model_dir), input=str(tmp_path / "in"), output=str(tmp_path / "out"))
+    assert batch.run(cfg).counts["ok"] == 3
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == [f"skin_0000{i}.jpg" for i in range(3)]
+    redo = batch.run(EnhanceConfig(**{**cfg.__dict__, "overwrite": True}))
+    assert redo.counts["ok"] == 3
+
+
+def test_s3_to_s3_through_moto(ray_local, model_dir, s3, bucket):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    for i in range(3):
+        client.put_object(Bucket=bucket, Key=f"photos/p{i}.jpg", Body=_jpeg(synth.skin_image(1, i, 40)))
+    client.put_object(Bucket=bucket, Key="photos/x/../../../escape.jpg", Body=_jpeg(synth.skin_image(1, 9, 40)))
+    storage.copy_dir(str(model_dir), f"s3://{bucket}/model", s3)
+    cfg = EnhanceConfig(model=f"s3://{bucket}/model", input=f"s3://{bucket}/photos",
+                        output=f"s3://{bucket}/enhanced", format="png")
+    summary = batch.run(cfg, s3)
+    report = {r["key"]: r for r in summary.rows}
+    assert [report[f"p{i}.jpg"]["status"] for i in range(3)] == ["ok"] * 3
+    assert report["x/../../../escape.jpg"]["status"] == "failed"
+    assert "escape the output folder" in report["x/../../../escape.jpg"]["reason"]
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="enhanced/")["Contents"])
+    assert keys == ["enhanced/_skinray/manifest.parquet", "enhanced/_skinray/summary.json",
+                    "enhanced/p0.png", "enhanced/p1.png", "enhanced/p2.png"]
+    body = client.get_object(Bucket=bucket, Key="enhanced/p1.png")["Body"].read()
+    assert images.decode(body).shape == (40, 40, 3)
+
+
+def test_interrupted_run_resumes_without_duplicates(model_dir, tmp_path):
+    synth.write_dataset(str(tmp_path / "in"), 150, size=96)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "skinray.cli", "enhance", str(tmp_path / "in"), str(out),
+            "--model", str(model_dir), "--batch-size", "1", "--format", "png"]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("*.png"))) < 5 and first.poll() is None:
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done_before = len(list(out.glob("*.png")))
+    assert 0 < done_before < 150, "killed mid-way"
+    assert not (out / "_skinray" / "summary.json").exists()
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    finals = sorted(p.name for p in out.glob("*.png"))
+    assert finals == [f"skin_{i:05d}.png" for i in range(150)], "every image once, nothing extra"
+    for path in out.glob("*.png"):
+        images.decode(path.read_bytes())  # no partial file at a final key
+    rows = pq.read_table(out / "_skinray" / "manifest.parquet").to_pylist()
+    statuses = [r["status"] for r in rows]
+    assert len(rows) == 150 and statuses.count("skipped-existing") >= done_before - 2
+    assert set(statuses) <= {"ok", "skipped-existing"}
+    assert "150 files" in second.stdout and "report" in second.stdout

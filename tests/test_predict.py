@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+import torch
+
+from skinray.checkpoint import LoadedModel
+from skinray.config import Config, ModelConfig
+from skinray.model import build_model
+from skinray.predict import Enhancer
+
+
+def _enhancer(**kwargs) -> Enhancer:
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(width=8))
+    return Enhancer(LoadedModel(build_model(cfg.model), cfg, {}), "cpu", **kwargs)
+
+
+def test_tiled_3000x2000_matches_whole_image_inference():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (50, 75, 3), dtype=np.uint8)
+    image = np.kron(small, np.ones((40, 40, 1), np.uint8))  # (2000, 3000, 3), smooth-ish blocks
+    image = np.clip(image.astype(int) + rng.integers(-8, 8, image.shape), 0, 255).astype(np.uint8)
+    tiled = _enhancer(tile=512, margin=32).enhance(image)
+    whole = _enhancer(tile=4096, margin=32).enhance(image)
+    assert tiled.shape == whole.shape == image.shape
+    interior = (slice(16, -16), slice(16, -16))
+    assert np.abs(tiled[interior].astype(int) - whole[interior]).max() <= 1, "no seams away from borders"
+
+
+def test_batch_of_mixed_sizes_keeps_every_shape_and_order():
+    enhancer = _enhancer(tile=64, margin=8)
+    images = [np.full((1, 1, 3), 10, np.uint8), np.zeros((3, 300, 3), np.uint8),
+              np.zeros((40, 30, 3), np.uint8), np.full((40, 30, 3), 200, np.uint8)]
+    out = enhancer.enhance_batch(images)
+    assert [o.shape for o in out] == [i.shape for i in images]
+    assert all(o.dtype == np.uint8 for o in out)
+    np.testing.assert_array_equal(out[3], enhancer.enhance(images[3]))
+
+
+def test_rejects_non_rgb_arrays_and_bad_tiles():
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        _enhancer().enhance(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="twice the margin"):
+        _enhancer(tile=64, margin=32)
