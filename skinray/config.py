@@ -23,7 +23,7 @@ from skinray.errors import ConfigError
 
 LOSSES = ("ssim", "mae", "mae+ssim")
 SKIPS = ("concat", "add", "none")
-ARCHS = ("poster",)
+ARCHS = ("poster", "context")
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window, in pixels
 
 
@@ -90,9 +90,11 @@ class DegradeConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The autoencoder. Defaults reproduce the poster: 4 conv layers, dropout 0.15, skips."""
+    """The autoencoder. Defaults reproduce the poster: 4 conv layers, dropout 0.15, skips.
+    ``arch: context`` adds a global context vector and an identity residual output
+    (:class:`skinray.model.ContextAutoencoder`)."""
 
-    arch: str = "poster"
+    arch: str = "poster"  # poster | context
     width: int = 32  # channels of the first layer; deeper encoder layers double it
     depth: int = 4  # number of convolutional layers, even: half encoder, half decoder
     dropout: float = 0.15

@@ -54,13 +54,19 @@ class PosterAutoencoder(nn.Module):
             return 0
         return enc_channels[source]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (N, 3, H, W) in [0, 1]
+    uses_global_context = False  # True when outputs depend on the whole image, not a local window
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x (N, 3, H, W) in [0, 1] -> the output of every encoder layer, (N, C_i, H, W) each."""
         features = []
         h = x
         for layer in self.encoder:
-            h = layer(h)  # (N, C_i, H, W)
+            h = layer(h)
             features.append(h)
+        return features
+
+    def decode(self, h: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+        """Deepest features (N, C, H, W) -> pre-activation output (N, 3, H, W), using the skips."""
         half = len(self.encoder)
         for j, layer in enumerate(self.decoder):
             source = half - 1 - j
@@ -68,10 +74,53 @@ class PosterAutoencoder(nn.Module):
                 skip = features[source]  # (N, C_source, H, W)
                 h = torch.cat([h, skip], dim=1) if self.skip == "concat" else h + skip
             h = layer(h)
-        return torch.sigmoid(h)  # (N, 3, H, W) in [0, 1]
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encode(x)
+        return torch.sigmoid(self.decode(features[-1], features))  # (N, 3, H, W) in [0, 1]
 
 
-ARCHITECTURES = {"poster": PosterAutoencoder}
+class ContextAutoencoder(PosterAutoencoder):
+    """The poster network plus two changes for global lighting and colour casts, which a
+    4-layer network (receptive field of a few pixels) cannot see:
+
+    * a global context vector: the spatial mean of the deepest encoder features and of the input
+      pixels, through a 1x1-conv MLP, added at every position of the deepest features;
+    * an identity residual: output = sigmoid(logit(x) + correction), with the last layer
+      zero-initialised, so training starts from "change nothing" and photos that need no
+      correction are easy to leave alone.
+
+    Still fully convolutional and size-agnostic. ``forward(x, context)`` accepts a context
+    computed elsewhere (:meth:`context_from_means`), which lets tiled inference use the context
+    of the whole image.
+    """
+
+    uses_global_context = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        deepest = self.encoder[-1][0].out_channels
+        self.context = nn.Sequential(nn.Conv2d(deepest + 3, deepest, 1), nn.LeakyReLU(0.2),
+                                     nn.Conv2d(deepest, deepest, 1))
+        nn.init.zeros_(self.decoder[-1].weight)
+        nn.init.zeros_(self.decoder[-1].bias)
+
+    def context_from_means(self, feature_mean: torch.Tensor, pixel_mean: torch.Tensor) -> torch.Tensor:
+        """(N, C) mean deepest features and (N, 3) mean pixels -> context (N, C, 1, 1)."""
+        g = torch.cat([feature_mean, pixel_mean], dim=1)[:, :, None, None]  # (N, C + 3, 1, 1)
+        return self.context(g)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.encode(x)
+        h = features[-1]  # (N, C, H, W)
+        if context is None:
+            context = self.context_from_means(h.mean(dim=(2, 3)), x.mean(dim=(2, 3)))
+        correction = self.decode(h + context, features)  # context broadcasts over (H, W)
+        return torch.sigmoid(torch.logit(x.clamp(1e-3, 1 - 1e-3)) + correction)
+
+
+ARCHITECTURES = {"poster": PosterAutoencoder, "context": ContextAutoencoder}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -5,7 +5,9 @@ Large images are enhanced in tiles: each output tile of at most ``tile - 2 * mar
 computed from an input window ``margin`` pixels larger on every side (clipped at the image
 border), and only the window's centre is kept. For a fully convolutional model whose receptive
 field radius is at most ``margin`` this gives exactly the whole-image result, with bounded
-memory and no seams.
+memory and no seams. Models with a global context (``arch: context``) get a first tiled pass
+that averages their deepest features over the whole image, so every tile sees the same,
+whole-image context.
 """
 
 from __future__ import annotations
@@ -45,25 +47,49 @@ class Enhancer:
     def model_id(self) -> str:
         return self.loaded.model_id
 
-    @torch.no_grad()
-    def _forward(self, stack: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 -> (N, H, W, 3) uint8 through the model in one pass."""
+    def _tensor(self, stack: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(stack)).to(self.device)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, H, W) in [0, 1]
-        y = self.model(x).clamp_(0, 1).mul_(255.0).add_(0.5).to(torch.uint8)  # (N, 3, H, W)
+        return x.permute(0, 3, 1, 2).float().div_(255.0)  # (N, H, W, 3) uint8 -> (N, 3, H, W) in [0, 1]
+
+    @torch.no_grad()
+    def _forward(self, stack: np.ndarray, context: torch.Tensor | None = None) -> np.ndarray:
+        """(N, H, W, 3) uint8 -> (N, H, W, 3) uint8 through the model in one pass."""
+        x = self._tensor(stack)
+        y = self.model(x) if context is None else self.model(x, context)
+        y = y.clamp_(0, 1).mul_(255.0).add_(0.5).to(torch.uint8)  # (N, 3, H, W)
         return y.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
 
-    def _tiled(self, image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
+    def _windows(self, h: int, w: int):
+        """(kept region, window around it) pairs covering an h x w image, as slices."""
         step = self.tile - 2 * self.margin  # size of the kept centre of each window
-        out = np.empty_like(image)
         for y0 in range(0, h, step):
             for x0 in range(0, w, step):
                 y1, x1 = min(y0 + step, h), min(x0 + step, w)
                 wy0, wx0 = max(0, y0 - self.margin), max(0, x0 - self.margin)
                 wy1, wx1 = min(h, y1 + self.margin), min(w, x1 + self.margin)
-                window = self._forward(image[None, wy0:wy1, wx0:wx1])[0]
-                out[y0:y1, x0:x1] = window[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
+                yield ((slice(y0, y1), slice(x0, x1)), (slice(wy0, wy1), slice(wx0, wx1)),
+                       (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0)))
+
+    @torch.no_grad()
+    def _whole_image_context(self, image: np.ndarray) -> torch.Tensor:
+        """The model's global context for the whole image, computed tile by tile: exact means of
+        the deepest encoder features and of the pixels over the kept centre of every window."""
+        feature_sum = pixel_sum = None
+        for _, window, centre in self._windows(*image.shape[:2]):
+            x = self._tensor(image[None, window[0], window[1]])  # (1, 3, h, w)
+            deepest = self.model.encode(x)[-1][:, :, centre[0], centre[1]]  # (1, C, kh, kw)
+            f, p = deepest.sum(dim=(2, 3)), x[:, :, centre[0], centre[1]].sum(dim=(2, 3))
+            feature_sum = f if feature_sum is None else feature_sum + f
+            pixel_sum = p if pixel_sum is None else pixel_sum + p
+        count = image.shape[0] * image.shape[1]
+        return self.model.context_from_means(feature_sum / count, pixel_sum / count)  # (1, C, 1, 1)
+
+    def _tiled(self, image: np.ndarray) -> np.ndarray:
+        context = self._whole_image_context(image) if self.model.uses_global_context else None
+        out = np.empty_like(image)
+        for kept, window, centre in self._windows(*image.shape[:2]):
+            enhanced = self._forward(image[None, window[0], window[1]], context)[0]
+            out[kept] = enhanced[centre]
         return out
 
     def enhance_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -41,3 +41,15 @@ def test_skip_connections_change_the_function():
     without = build_model(ModelConfig(skip="none", dropout=0.0)).eval()
     x = torch.rand(1, 3, 16, 16)
     assert not torch.allclose(with_skip(x), without(x))
+
+
+def test_context_model_starts_as_identity_and_sees_the_whole_image():
+    model = build_model(ModelConfig(arch="context")).eval()
+    x = torch.rand(1, 3, 40, 40) * 0.9 + 0.05
+    assert torch.allclose(model(x), x, atol=1e-5), "zero-initialised correction: identity at start"
+    torch.nn.init.normal_(model.decoder[-1].weight, std=0.1)
+    darker_corner = x.clone()
+    darker_corner[:, :, 30:, 30:] *= 0.2
+    changed = (model(x) - model(darker_corner)).abs()[:, :, :10, :10]
+    assert float(changed.max()) > 1e-4, "a far-away change reaches this corner through the context"
+    assert model(torch.rand(2, 3, 17, 29)).shape == (2, 3, 17, 29)
