@@ -22,6 +22,7 @@ import yaml
 from skinray.errors import ConfigError
 
 LOSSES = ("ssim", "mae", "mae+ssim")
+LR_SCHEDULES = ("constant", "cosine")
 SKIPS = ("concat", "add", "none")
 ARCHS = ("poster", "context")
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window, in pixels
@@ -118,6 +119,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 16  # per worker
     lr: float = 0.002
+    lr_schedule: str = "constant"  # constant (the poster's) | cosine (decays to 0 over the epochs)
     loss: str = "ssim"
     ssim_weight: float = 0.84  # for mae+ssim: w * (1 - SSIM) + (1 - w) * MAE
     workers: int = 1
@@ -134,6 +136,8 @@ class TrainConfig:
         _require(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _require(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
+                 f"unknown {self.lr_schedule!r}; choose from {LR_SCHEDULES}")
         _require(self.loss in LOSSES, "train.loss", f"unknown {self.loss!r}; choose from {LOSSES}")
         _require(0.0 <= self.ssim_weight <= 1.0, "train.ssim_weight",
                  f"must be in [0, 1], got {self.ssim_weight}")

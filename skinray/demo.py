@@ -26,6 +26,7 @@ DEMO_OVERRIDES = {
     "model.arch": "context",
     "model.dropout": 0.0,
     "train.loss": "mae+ssim",
+    "train.lr_schedule": "cosine",
     "train.epochs": 30,
     "train.batch_size": 8,  # per worker: a global batch of 16, the poster's
     "train.workers": 2,

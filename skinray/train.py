@@ -53,6 +53,14 @@ def _to_tensors(batch: dict[str, np.ndarray], device: torch.device, channels_las
     return convert(batch["input"]), convert(batch["target"]), ok
 
 
+def learning_rate(cfg: Config, epoch: int) -> float:
+    """The learning rate of an epoch: constant, or cosine-decayed from train.lr towards 0.
+    A function of the epoch alone, so resuming needs no scheduler state."""
+    if cfg.train.lr_schedule == "cosine":
+        return cfg.train.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.train.epochs))
+    return cfg.train.lr
+
+
 def _masked_loss(loss_fn, pred: torch.Tensor, target: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     """Loss over the decodable rows only. A batch with none still yields a zero loss connected to
     the graph, so every DDP worker runs the same number of backward passes."""
@@ -133,6 +141,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.train.epochs):
         sums = dict.fromkeys(_SUMS, 0.0)
         started = time.perf_counter()
+        first_step = None
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, epoch)
         model.train()
         for batch in train_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy",
                                               prefetch_batches=2,
@@ -148,7 +159,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             sums["train_loss"] += float(loss.detach()) * n_ok
             sums["train_images"] += n_ok
             sums["train_bad"] += _note_bad(batch, bad_seen)
+            if first_step is None:  # steady-state timing starts after the first step
+                first_step = (time.perf_counter(), sums["train_images"])
         train_seconds = time.perf_counter() - started
+        steady = (sums["train_images"] - first_step[1]) / max(time.perf_counter() - first_step[0], 1e-9) \
+            if first_step else 0.0
 
         model.eval()
         with torch.no_grad():
@@ -174,6 +189,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             raise SkinrayError("no training image could be decoded: every file was skipped "
                                "(see the 'skipping' lines above)")
         metrics = _epoch_metrics(epoch, totals, train_seconds)
+        metrics["steady_images_per_s"] = steady  # this worker, excluding the wait for the epoch's first batch
         history.append(metrics)
         if rank == 0:
             _say(f"epoch {epoch + 1}/{cfg.train.epochs} train_loss={metrics['train_loss']:.4f} "

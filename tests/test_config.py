@@ -73,3 +73,12 @@ def test_round_trip_through_dict():
 @pytest.mark.parametrize("path", sorted((REPO / "jobs" / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_job_config_loads(path):
     load_config(path)
+
+
+def test_cosine_schedule_decays_from_lr_and_constant_stays():
+    from skinray.train import learning_rate
+
+    cosine = load_config(overrides={"train.lr_schedule": "cosine", "train.epochs": 10, "train.lr": 0.002})
+    rates = [learning_rate(cosine, e) for e in range(10)]
+    assert rates[0] == 0.002 and all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 0.0001
+    assert learning_rate(load_config(), 50) == 0.002
