@@ -2,7 +2,7 @@
 against the machine's compute limit, in one run.
 
     .venv/bin/python benchmarks/batch_throughput.py [--sizes 256 1024] [--count 200]
-        [--memory-counts 200 2000] [--memory-size 256] [--format jpeg]
+        [--large-count 20] [--memory-counts 200 2000] [--memory-size 256] [--format jpeg]
 
 (a) the Ray Data job (`skinray.batch.run`), Ray already started;
 (b) a plain single-process loop doing the same work: read, decode, enhance, encode, write;
@@ -105,7 +105,8 @@ def peak_memory_during(fn) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
-    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--count", type=int, default=200, help="images per size up to 512 px")
+    parser.add_argument("--large-count", type=int, default=20, help="images per size above 512 px")
     parser.add_argument("--memory-counts", type=int, nargs=2, default=[200, 2000])
     parser.add_argument("--memory-size", type=int, default=256)
     parser.add_argument("--format", default="jpeg", choices=["jpeg", "png", "same"])
@@ -117,15 +118,16 @@ def main() -> None:
         torch.manual_seed(0)
         model = str(checkpoint.save(root / "model", build_model(Config().model), Config(), {"epoch": 0}))
         for size in args.sizes:
+            count = args.count if size <= 512 else args.large_count
             src = root / f"in_{size}"
-            make_inputs(src, args.count, size)
+            make_inputs(src, count, size)
             cfg = EnhanceConfig(model=model, input=str(src), output=str(root / f"ray_{size}"), format=args.format,
                                 workers=args.workers, overwrite=True)
             summary = batch.run(cfg)
             a = summary.counts["ok"] / summary.seconds
             b = plain_loop(model, src, root / f"plain_{size}", args.format)
             c, parts = compute_limit(model, src, args.format)
-            print(f"{size}px x {args.count}: (a) Ray job {a:.2f} img/s, (b) plain loop {b:.2f} img/s, "
+            print(f"{size}px x {count}: (a) Ray job {a:.2f} img/s, (b) plain loop {b:.2f} img/s, "
                   f"(c) compute limit {c:.2f} img/s [per image, 1 thread: "
                   + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in parts.items())
                   + f"] -> a/b {a / b:.2f}, a/c {a / c:.2f}", flush=True)
