@@ -34,8 +34,6 @@ REPORT_SCHEMA = pa.schema([
     ("seconds", pa.float64()),
 ])
 _EXT = {"png": ".png", "jpeg": ".jpg"}
-_ENCODE_BY_EXT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff",
-                  ".tiff": "tiff", ".bmp": "bmp"}
 
 
 def output_key(key: str, fmt: str) -> str:
@@ -53,17 +51,10 @@ def output_key(key: str, fmt: str) -> str:
 
 
 def encode_for(key: str, rgb: np.ndarray, quality: int) -> bytes:
-    """Encode by the output key's extension. PNG uses compress_level=1 (lossless, fast)."""
-    import io
-
-    from PIL import Image
-
-    fmt = _ENCODE_BY_EXT.get(posixpath.splitext(key)[1].lower(), "png")
-    if fmt in ("png", "jpeg"):
-        return images.encode(rgb, fmt, quality)
-    out = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(out, format=fmt.upper(), **({"quality": quality} if fmt == "webp" else {}))
-    return out.getvalue()
+    """Encode in the format the output key's extension names (PNG for unknown extensions)."""
+    ext = posixpath.splitext(key)[1].lower().lstrip(".")
+    return images.encode(rgb, ext if ext in ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp") else "png",
+                         quality)
 
 
 def _row(key: str, out_key: str = "", status: str = "todo", reason: str = "", **extra: Any) -> dict[str, Any]:

@@ -141,8 +141,7 @@ def make_pairs(batch: dict[str, np.ndarray], *, split: str, image_size: int, deg
             continue
         rng = train_rng if split == "train" else degrade.key_rng(seed, key)
         drawn = degrade.sample(rng, cfg)
-        degraded = degrade.apply(clean.astype(np.float32) / 255.0, drawn)
-        inputs[i] = np.clip(degraded * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        inputs[i] = degrade.apply_uint8(clean, drawn)
         targets[i] = clean
         ok[i] = True
         jittered[i] = drawn.jitter

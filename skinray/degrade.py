@@ -103,6 +103,12 @@ def apply(img: np.ndarray, d: Degradation) -> np.ndarray:
     return down_up(out, d.scale).astype(np.float32)
 
 
+def apply_uint8(img: np.ndarray, d: Degradation) -> np.ndarray:
+    """:func:`apply` for photos as stored: ``(H, W, 3)`` ``uint8`` in and out (rounded)."""
+    degraded = apply(img.astype(np.float32) / 255.0, d)
+    return np.clip(degraded * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def key_rng(seed: int, key: str) -> np.random.Generator:
     """A generator that is a pure function of (seed, key): fixed validation degradations."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()

@@ -54,7 +54,7 @@ def run_demo(out: str, count: int = DEMO_IMAGES, overrides: dict | None = None) 
     for path in val_files:
         clean = images.resize_square(images.decode(path.read_bytes()), cfg.data.image_size)
         drawn = degrade.sample(degrade.key_rng(cfg.data.seed, path.name), cfg.degrade)
-        degraded = (degrade.apply(clean.astype(np.float32) / 255.0, drawn) * 255 + 0.5).astype(np.uint8)
+        degraded = degrade.apply_uint8(clean, drawn)
         rows.append([clean, degraded, enhancer.enhance(degraded)])
     viz.grid(rows, ["clean", "degraded", "enhanced"], out_dir / "samples.png")
 
@@ -85,7 +85,6 @@ def _write_poor_photos(folder: Path, cfg: Config, count: int, size: int) -> None
     kind of photo patients send."""
     always = Config().replace({"degrade.jitter_fraction": 1.0}).degrade
     for i in range(count):
-        clean = synth.skin_image(seed=1, index=i, size=size).astype(np.float32) / 255.0
         drawn = degrade.sample(degrade.key_rng(cfg.data.seed, f"photo-{i}"), always)
-        poor = (degrade.apply(clean, drawn) * 255 + 0.5).astype(np.uint8)
+        poor = degrade.apply_uint8(synth.skin_image(seed=1, index=i, size=size), drawn)
         storage.write_bytes(str(folder / f"photo_{i:02d}.jpg"), images.encode(poor, "jpeg", 92))

@@ -83,17 +83,24 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+ENCODERS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}
+
+
 def encode(rgb: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
-    """(H, W, 3) uint8 -> PNG or JPEG bytes. PNG uses compress_level=1: fast, still lossless."""
-    img = Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB")
-    out = io.BytesIO()
-    fmt = fmt.lower()
+    """(H, W, 3) uint8 -> image bytes. PNG uses compress_level=1 (lossless, several times faster
+    than the default level); JPEG keeps full-resolution chroma (4:4:4) at quality >= 90."""
+    fmt = {"jpg": "jpeg", "tif": "tiff"}.get(fmt.lower(), fmt.lower())
+    if fmt not in ENCODERS:
+        raise ValueError(f"unsupported output format {fmt!r}; use one of {sorted(ENCODERS)}")
+    options: dict = {}
     if fmt == "png":
-        img.save(out, format="PNG", compress_level=1)
-    elif fmt in ("jpeg", "jpg"):
-        img.save(out, format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
-    else:
-        raise ValueError(f"unsupported output format {fmt!r}; use png or jpeg")
+        options = {"compress_level": 1}
+    elif fmt == "jpeg":
+        options = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
+    elif fmt == "webp":
+        options = {"quality": quality}
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB").save(out, format=ENCODERS[fmt], **options)
     return out.getvalue()
 
 

@@ -85,3 +85,17 @@ def test_resize_square_and_encode():
     assert out.shape == (32, 32, 3)
     assert images.decode(images.encode(out, "png")).shape == (32, 32, 3)
     assert images.decode(images.encode(out, "jpeg")).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "jpg", "webp", "tiff", "bmp"])
+def test_encode_every_output_format_decodes_back(fmt):
+    arr = _gradient()
+    out = images.decode(images.encode(arr, fmt, quality=95))
+    assert out.shape == arr.shape
+    if fmt in ("png", "tiff", "bmp"):
+        np.testing.assert_array_equal(out, arr)
+
+
+def test_unknown_output_format():
+    with pytest.raises(ValueError, match="unsupported output format"):
+        images.encode(_gradient(), "gif")
