@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Start a local Ray cluster on this machine: one head node and WORKERS worker nodes, each its own
+# set of processes. The dashboard and job server listen on 127.0.0.1 only; token authentication
+# (Ray's default) stays on: clients need RAY_AUTH_MODE=token and the token in ~/.ray/auth_token.
+#
+#   cluster/local/start.sh            # head + 1 worker node
+#   WORKERS=2 cluster/local/start.sh
+#   cluster/local/stop.sh
+#
+# Jobs run with this project's .venv first on PATH, so `python` in `ray job submit -- python ...`
+# is the project's interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/ray" ] || make install >/dev/null
+VENV=$(cd "$VENV" && pwd)
+export PATH="$VENV/bin:$PATH"
+export RAY_AUTH_MODE=token
+WORKERS=${WORKERS:-1}
+GCS_PORT=${GCS_PORT:-6380}            # outside Ray's default worker port range 10002-19999
+DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
+HEAD_CPUS=${HEAD_CPUS:-2}
+WORKER_CPUS=${WORKER_CPUS:-2}
+TEMP_DIR=${TEMP_DIR:-/tmp/skinray-ray-$GCS_PORT}  # this cluster's own session files: stop.sh finds it by them
+
+ray start --head --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
+    --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
+    --num-cpus="$HEAD_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >/dev/null
+for i in $(seq 1 "$WORKERS"); do
+    ray start --address="127.0.0.1:$GCS_PORT" --node-ip-address=127.0.0.1 \
+        --num-cpus="$WORKER_CPUS" --resources='{"worker_node": 1}' --disable-usage-stats >/dev/null
+done
+echo "Ray cluster up: head + $WORKERS worker node(s)."
+echo "  dashboard and job server: http://127.0.0.1:$DASHBOARD_PORT (loopback only)"
+echo "  submit jobs with:  RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:$DASHBOARD_PORT --working-dir . -- python jobs/train.py ..."
