@@ -5,6 +5,7 @@
 #
 #   cluster/local/start.sh            # head + 1 worker node
 #   WORKERS=2 cluster/local/start.sh
+#   cluster/local/add-worker.sh       # one more worker node
 #   cluster/local/stop.sh
 #
 # Jobs run with this project's .venv first on PATH, so `python` in `ray job submit -- python ...`
@@ -26,9 +27,8 @@ TEMP_DIR=${TEMP_DIR:-/tmp/skinray-ray-$GCS_PORT}  # this cluster's own session f
 ray start --head --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
     --num-cpus="$HEAD_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >/dev/null
-for i in $(seq 1 "$WORKERS"); do
-    ray start --address="127.0.0.1:$GCS_PORT" --node-ip-address=127.0.0.1 \
-        --num-cpus="$WORKER_CPUS" --resources='{"worker_node": 1}' --disable-usage-stats >/dev/null
+for _ in $(seq 1 "$WORKERS"); do
+    VENV="$VENV" GCS_PORT="$GCS_PORT" WORKER_CPUS="$WORKER_CPUS" "$(dirname "$0")/add-worker.sh"
 done
 echo "Ray cluster up: head + $WORKERS worker node(s)."
 echo "  dashboard and job server: http://127.0.0.1:$DASHBOARD_PORT (loopback only)"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Add one worker node to the local cluster started by cluster/local/start.sh (same GCS_PORT).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+VENV=$(cd "${VENV:-.venv}" && pwd)
+export PATH="$VENV/bin:$PATH"
+export RAY_AUTH_MODE=token
+GCS_PORT=${GCS_PORT:-6380}
+WORKER_CPUS=${WORKER_CPUS:-2}
+ray start --address="127.0.0.1:$GCS_PORT" --node-ip-address=127.0.0.1 \
+    --num-cpus="$WORKER_CPUS" --resources='{"worker_node": 1}' --disable-usage-stats >/dev/null
