@@ -26,14 +26,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster():
-    ports = {"GCS_PORT": str(_free_port()), "DASHBOARD_PORT": str(_free_port())}
+    # One CPU on the head: Train's two 1-CPU workers cannot both fit there, so at least one
+    # always runs on the worker node.
+    ports = {"GCS_PORT": str(_free_port()), "DASHBOARD_PORT": str(_free_port()), "HEAD_CPUS": "1"}
     env = {**os.environ, **ports, "VENV": str(Path(sys.executable).parents[1])}
     started = subprocess.run(["bash", str(REPO / "cluster/local/start.sh")], env=env, capture_output=True,
                              text=True, timeout=300)
     assert started.returncode == 0, started.stdout + started.stderr
     address = f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
     assert address in started.stdout
-    yield address
+    yield address, env
     stopped = subprocess.run(["bash", str(REPO / "cluster/local/stop.sh")], env=env, capture_output=True,
                              text=True, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
@@ -48,11 +50,23 @@ def _client(address: str):
     return JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
 
 
-def _run_job(address: str, entrypoint: str, timeout: float = 600) -> str:
+def _submit(address: str, entrypoint: str) -> str:
+    """Submit, retrying while a just-started node's job agent is not up yet."""
+    deadline = time.time() + 90
+    while True:
+        try:
+            return _client(address).submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
+def _run_job(address: str, entrypoint: str, timeout: float = 600, job: str | None = None) -> str:
     from ray.job_submission import JobStatus
 
     client = _client(address)
-    job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
+    job = job or _submit(address, entrypoint)
     deadline = time.time() + timeout
     status = client.get_job_status(job)
     while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
@@ -64,6 +78,7 @@ def _run_job(address: str, entrypoint: str, timeout: float = 600) -> str:
 
 
 def test_train_then_enhance_jobs_on_a_two_node_cluster(cluster, tmp_path):
+    cluster, _ = cluster
     synth.write_dataset(str(tmp_path / "data"), 30, size=48)
     logs = _run_job(cluster, f"python jobs/train.py --config jobs/configs/smoke.yaml "
                              f"--set data.source={tmp_path / 'data'} --set train.storage={tmp_path / 'runs'}")
@@ -83,6 +98,32 @@ def test_unauthenticated_client_is_refused(cluster):
     import urllib.error
     import urllib.request
 
+    cluster, _ = cluster
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{cluster}/api/jobs/", timeout=10)
     assert info.value.code in (401, 403)
+
+
+def test_killed_worker_node_training_job_resumes_from_checkpoint(cluster, tmp_path):
+    address, env = cluster
+    synth.write_dataset(str(tmp_path / "data"), 30, size=48)
+    runs = tmp_path / "runs"
+    entrypoint = (f"python jobs/train.py --config jobs/configs/smoke.yaml --set data.source={tmp_path / 'data'} "
+                  f"--set train.storage={runs} --set train.epochs=6 --set train.name=nodekill")
+    job = _submit(address, entrypoint)
+    marker = runs / "nodekill" / "epoch_0001" / checkpoint.META_FILE
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the job checkpointed before the node was killed"
+    temp_dir = f"/tmp/skinray-ray-{env['GCS_PORT']}"
+    killed = subprocess.run(["pkill", "-9", "-f", rf"{temp_dir}/session_.*/sockets/raylet\.1"])
+    assert killed.returncode == 0, "the worker node's processes were found and killed"
+    # A replacement node joins, as an autoscaler would provide one.
+    subprocess.run(["bash", str(REPO / "cluster/local/add-worker.sh")], env=env, check=True, timeout=120)
+    logs = _run_job(address, entrypoint, job=job)
+    assert "resumed from checkpoint after epoch" in logs
+    history = checkpoint.read_metadata(str(runs / "nodekill" / "best"))["history"]
+    latest = sorted(p for p in (runs / "nodekill").glob("epoch_*"))[-1]
+    epochs = [h["epoch"] for h in checkpoint.read_metadata(str(latest))["history"]]
+    assert epochs == [0, 1, 2, 3, 4, 5] and history
