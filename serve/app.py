@@ -143,8 +143,7 @@ class EnhanceService:
         if not data:
             raise _error(400, "empty body: send the image bytes")
         try:
-            images.probe(data, self.args.max_pixels)
-            rgb = images.decode(data, self.args.max_pixels)
+            rgb = images.decode(data, self.args.max_pixels)  # checks the header's pixel count first
         except ImageDecodeError as exc:
             status = 413 if "exceeds the limit" in str(exc) else 400
             raise _error(status, f"cannot use this image: {exc}") from None
