@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import threading
 
 import httpx
@@ -20,14 +19,8 @@ pytestmark = pytest.mark.integration
 API_KEY = "test-key-123"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def endpoint(ray_local, tmp_path_factory):
+def endpoint(ray_local, tmp_path_factory, free_port):
     import torch
     from ray import serve
 
@@ -38,7 +31,7 @@ def endpoint(ray_local, tmp_path_factory):
     model_dir = checkpoint.save(tmp_path_factory.mktemp("m") / "best", build_model(cfg.model), cfg, {"epoch": 3})
     key_file = tmp_path_factory.mktemp("key") / "key"
     key_file.write_text(API_KEY + "\n")
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build(AppArgs(model=str(model_dir), max_body_bytes=2_000_000, max_pixels=4_000_000,
                             api_key_file=str(key_file))), name="skinray", route_prefix="/")
