@@ -22,10 +22,12 @@ GCS_PORT=${GCS_PORT:-6380}            # outside Ray's default worker port range 
 DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
 HEAD_CPUS=${HEAD_CPUS:-2}
 WORKER_CPUS=${WORKER_CPUS:-2}
+AGENT_PORT=${AGENT_PORT:-52365}      # the head's job agent; give another if a Ray already runs here
 TEMP_DIR=${TEMP_DIR:-/tmp/skinray-ray-$GCS_PORT}  # this cluster's own session files: stop.sh finds it by them
 
 ray start --head --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
+    --dashboard-agent-listen-port="$AGENT_PORT" \
     --num-cpus="$HEAD_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >/dev/null
 for _ in $(seq 1 "$WORKERS"); do
     VENV="$VENV" GCS_PORT="$GCS_PORT" WORKER_CPUS="$WORKER_CPUS" "$(dirname "$0")/add-worker.sh"

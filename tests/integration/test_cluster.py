@@ -4,7 +4,6 @@ the smoke train job, then the enhance job, submitted through the job server."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,13 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(free_port):
     # One CPU on the head: Train's two 1-CPU workers cannot both fit there, so at least one
     # always runs on the worker node.
-    ports = {"GCS_PORT": str(_free_port()), "DASHBOARD_PORT": str(_free_port()), "HEAD_CPUS": "1"}
+    # Own ports throughout, the job agent's included: the session's local Ray may hold the defaults.
+    ports = {"GCS_PORT": str(free_port()), "DASHBOARD_PORT": str(free_port()), "AGENT_PORT": str(free_port()),
+             "HEAD_CPUS": "1"}
     env = {**os.environ, **ports, "VENV": str(Path(sys.executable).parents[1])}
     started = subprocess.run(["bash", str(REPO / "cluster/local/start.sh")], env=env, capture_output=True,
                              text=True, timeout=300)
