@@ -16,7 +16,7 @@ import posixpath
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -191,10 +191,13 @@ class EnhanceSummary:
                 f"{self.images_per_s:.2f} img/s; report {self.manifest_uri}")
 
 
+ProgressCallback = Callable[[dict[str, int], int], None]  # (counts by status, total)
+
+
 class _Progress:
-    def __init__(self, total: int, every_s: float = 10.0):
-        self.total, self.every_s = total, every_s
-        self.started = self.last = time.time()
+    def __init__(self, total: int, every_s: float = 10.0, callback: ProgressCallback | None = None):
+        self.total, self.every_s, self.callback = total, every_s, callback
+        self.started = self.last = self.last_callback = time.time()
         self.counts = dict.fromkeys(STATUSES, 0)
 
     def add(self, statuses) -> None:
@@ -202,6 +205,9 @@ class _Progress:
             self.counts[s] = self.counts.get(s, 0) + 1
         done = sum(self.counts.values())
         now = time.time()
+        if self.callback and (now - self.last_callback >= 1.0 or done == self.total):
+            self.last_callback = now
+            self.callback(dict(self.counts), self.total)
         if now - self.last >= self.every_s or done == self.total:
             self.last = now
             rate = done / max(now - self.started, 1e-9)
@@ -211,8 +217,11 @@ class _Progress:
                   f"{self.counts['not-image']}) {rate:.1f} files/s ETA {eta:.0f}s", file=sys.stderr, flush=True)
 
 
-def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: str | None = None) -> EnhanceSummary:
-    """Enhance every image under ``cfg.input`` into ``cfg.output``; write the report."""
+def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: str | None = None,
+        on_progress: ProgressCallback | None = None) -> EnhanceSummary:
+    """Enhance every image under ``cfg.input`` into ``cfg.output``; write the report.
+
+    ``on_progress(counts, total)`` is called at most once a second and once at the end."""
     import ray.data
 
     from skinray.runtime import init_ray
@@ -222,7 +231,7 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
     started = time.time()
     model = checkpoint.load(cfg.model, s3=s3)  # fail fast, before Ray, on a bad model URI
     todo, final = plan(cfg, s3)
-    progress = _Progress(len(todo) + len(final))
+    progress = _Progress(len(todo) + len(final), callback=on_progress)
     progress.add(r["status"] for r in final)
     rows = list(final)
     if todo:

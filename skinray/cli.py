@@ -115,6 +115,24 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+
+    from skinray import checkpoint, storage
+    from skinray.serving import AppArgs, serve_forever
+
+    checkpoint.load(args.model, s3=storage.S3Options.from_env(args.s3_endpoint))  # fail before Ray starts
+    with socket.socket() as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise SkinrayError(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror}; "
+                               f"pick another --port") from None
+    serve_forever(AppArgs(model=args.model, api_key_file=args.api_key_file, s3_endpoint=args.s3_endpoint),
+                  args.host, args.port, ray_address=args.ray_address)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from skinray.demo import run_demo
 
@@ -162,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-endpoint")
     p.add_argument("--ray-address")
     p.set_defaults(func=cmd_enhance)
+
+    p = sub.add_parser("serve", help="run the online endpoint (Ray Serve) on this machine")
+    p.add_argument("--model", required=True, help="checkpoint: a run folder (loads its best) or a checkpoint folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key-file", help="file holding the API key (default: env SKINRAY_API_KEY, else none)")
+    p.add_argument("--s3-endpoint")
+    p.add_argument("--ray-address")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="synthesise data, train briefly, write samples and a loss curve")
     p.add_argument("--out", default="outputs/demo")

@@ -55,3 +55,12 @@ def test_synth_then_ingest_writes_a_manifest(tmp_path):
     import pyarrow.parquet as pq
     table = pq.read_table(tmp_path / "m.parquet")
     assert table.num_rows == 12 and set(table["split"].to_pylist()) == {"train", "val"}
+
+
+def test_batch_roots_containment():
+    from skinray.serving import _under
+
+    assert _under("/data/in", "/data") and _under("/data", "/data/")
+    assert not _under("/data/../etc", "/data") and not _under("/database", "/data")
+    assert _under("s3://b/photos/x", "s3://b/photos") and not _under("s3://b/photos/../secret", "s3://b/photos")
+    assert not _under("s3://other/photos", "s3://b/photos") and not _under("/b/photos", "s3://b/photos")

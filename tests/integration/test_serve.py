@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -24,7 +31,7 @@ def endpoint(ray_local, tmp_path_factory, free_port):
     import torch
     from ray import serve
 
-    from serve.app import AppArgs, build
+    from serve.app import AppArgs, EnhanceService
 
     torch.manual_seed(0)
     cfg = Config(model=ModelConfig(width=8))
@@ -33,8 +40,11 @@ def endpoint(ray_local, tmp_path_factory, free_port):
     key_file.write_text(API_KEY + "\n")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build(AppArgs(model=str(model_dir), max_body_bytes=2_000_000, max_pixels=4_000_000,
-                            api_key_file=str(key_file))), name="skinray", route_prefix="/")
+    args = AppArgs(model=str(model_dir), max_body_bytes=2_000_000, max_pixels=4_000_000, api_key_file=str(key_file))
+    # One replica (not the 1-4 autoscaling of serve/config.yaml): the session's local Ray has 4
+    # logical CPUs, and the archive-job test needs some of them for Ray Data.
+    serve.run(EnhanceService.options(num_replicas=1, autoscaling_config=None).bind(args.model_dump()),
+              name="skinray", route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
                       headers={"Authorization": f"Bearer {API_KEY}"}) as client:
         yield client, model_dir
@@ -120,3 +130,242 @@ def test_routes_and_auth(endpoint):
     r = bare.post("/v1/enhance", content=_jpeg(synth.skin_image(0, 1, 32)), headers={"Content-Type": "image/jpeg"})
     assert r.status_code == 401 and r.json()["error"]
     assert bare.get("/v1/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_multipart_file_field(endpoint):
+    client, model_dir = endpoint
+    body = _jpeg(synth.skin_image(0, 5, 48))
+    r = client.post("/v1/enhance", files={"file": ("photo.jpg", body, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    expected = Enhancer.from_checkpoint(str(model_dir), device="cpu").enhance(images.decode(body))
+    np.testing.assert_array_equal(images.decode(r.content), expected)
+    r = client.post("/v1/enhance", files={"photo": ("photo.jpg", body, "image/jpeg")})
+    assert r.status_code == 400 and "'file'" in r.json()["error"]
+    r = client.post("/v1/enhance", files={"file": ("a.gif", b"GIF89a", "image/gif")})
+    assert r.status_code == 415, r.text
+    r = client.post("/v1/enhance", files={"file": ("a.jpg", b"nope", "image/jpeg")})
+    assert r.status_code == 400 and r.json()["error"]
+
+
+def test_page_is_served_without_a_key(endpoint):
+    client, _ = endpoint
+    r = httpx.get(str(client.base_url) + "/", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert 'type="file"' in r.text and "v1/enhance" in r.text
+
+
+def _wait_job(client, job_id: str, timeout: float = 180.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = client.get(f"/v1/batch/{job_id}").json()
+        if state["state"] in ("SUCCEEDED", "FAILED"):
+            return state
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s: {state}")
+
+
+def test_batch_job_from_the_endpoint(endpoint, tmp_path):
+    client, _ = endpoint
+    src = tmp_path / "in"
+    synth.write_dataset(str(src), count=6, size=48, seed=3)
+    (src / "notes.jpg").write_bytes(b"not a photo")
+    r = client.post("/v1/batch", json={"input": str(src), "output": str(tmp_path / "out"), "format": "png"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] in ("PENDING", "RUNNING") and r.headers["location"] == f"/v1/batch/{job['id']}"
+    state = _wait_job(client, job["id"])
+    assert state["state"] == "SUCCEEDED", state
+    assert state["total"] == 7 and state["done"] == 6 and state["failed"] == 1
+    assert Path(state["manifest_uri"]).is_file()
+    assert len(list((tmp_path / "out").glob("*.png"))) == 6
+    assert any(j["id"] == job["id"] for j in client.get("/v1/batch").json()["jobs"])
+
+    # A job whose input does not exist fails with a reason; the endpoint stays up.
+    r = client.post("/v1/batch", json={"input": str(tmp_path / "missing"), "output": str(tmp_path / "o2")})
+    state = _wait_job(client, r.json()["id"])
+    assert state["state"] == "FAILED" and "missing" in state["error"]
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"input": "a"}, 422),  # no output
+    ({"input": "a", "output": "b", "colour": "yes"}, 422),  # unknown option
+    ({"input": "a", "output": "b", "format": "gif"}, 422),
+    ({"input": "a", "output": "b", "workers": 0}, 422),
+])
+def test_bad_batch_requests(endpoint, body, status):
+    client, _ = endpoint
+    r = client.post("/v1/batch", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]
+
+
+def test_batch_needs_the_key_and_unknown_ids_are_404(endpoint):
+    client, _ = endpoint
+    assert client.get("/v1/batch/0123456789abcdef").status_code == 404
+    bare = httpx.Client(base_url=str(client.base_url), timeout=30)
+    assert bare.post("/v1/batch", json={"input": "a", "output": "b"}).status_code == 401
+
+
+def test_overload_is_503_with_retry_after(endpoint):
+    """A deployment that holds one request at a time and queues one: a burst of 24 gets 503s
+    with Retry-After for the excess, 200s for the rest, and nothing else."""
+    from ray import serve
+
+    from serve.app import AppArgs, EnhanceService
+
+    client, model_dir = endpoint
+    small = EnhanceService.options(name="Small", num_replicas=1, autoscaling_config=None,
+                                   max_ongoing_requests=1, max_queued_requests=1)
+    serve.run(small.bind(AppArgs(model=str(model_dir)).model_dump()), name="small", route_prefix="/small")
+    body = _jpeg(synth.skin_image(0, 2, 384))
+    results = []
+
+    def send():
+        r = httpx.post(str(client.base_url) + "/small/v1/enhance", content=body,
+                       headers={"Content-Type": "image/jpeg"}, timeout=120)
+        results.append((r.status_code, r.headers.get("retry-after")))
+
+    threads = [threading.Thread(target=send) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    serve.delete("small")
+    codes = sorted(code for code, _ in results)
+    assert set(codes) <= {200, 503}, codes
+    assert 200 in codes and 503 in codes, codes
+    assert all(after is not None and int(after) >= 1 for code, after in results if code == 503)
+
+
+def test_killed_replica_is_replaced(endpoint):
+    """Kill the replica's actor (ray.kill: its worker process exits at once) during a stream of
+    requests; Serve starts a new one and requests succeed again within seconds."""
+    import ray
+
+    client, _ = endpoint
+    body = _jpeg(synth.skin_image(0, 6, 40))
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if "EnhanceService" in a["name"] and "skinray" in a["name"]]
+    assert len(replicas) == 1, replicas
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
+    killed_at, recovered_at, codes = time.time(), None, []
+    while time.time() - killed_at < 90:
+        try:
+            code = client.post("/v1/enhance", content=body, headers={"Content-Type": "image/jpeg"}).status_code
+        except httpx.HTTPError:
+            code = -1
+        codes.append(code)
+        if code == 200 and len(codes) > 1:
+            recovered_at = time.time()
+            break
+        time.sleep(0.25)
+    assert recovered_at is not None, f"no success within 90 s of the kill: {codes[-10:]}"
+    print(f"replica replaced; first success {recovered_at - killed_at:.1f}s after the kill, codes {set(codes)}")
+    for _ in range(5):
+        assert client.post("/v1/enhance", content=body, headers={"Content-Type": "image/jpeg"}).status_code == 200
+    assert ray.is_initialized()
+
+
+def _chromium():
+    """(chromium, chromedriver) paths, installing Debian's packages when possible; else skip."""
+    paths = ("/usr/bin/chromium", "/usr/bin/chromedriver")
+    if not all(os.path.exists(p) for p in paths) and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
+                       capture_output=True, timeout=600)
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        pytest.skip(f"headless browser test needs Debian's chromium and chromium-driver; could not install "
+                    f"them here (missing {missing}; needs root and apt-get)")
+    return paths
+
+
+def test_page_in_a_real_browser(endpoint, tmp_path):
+    """Headless Chromium: pick a photo on the page, the enhanced image appears beside the
+    original, and the download link holds the model's output."""
+    import base64
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser_path, driver_path = _chromium()
+    client, model_dir = endpoint
+    photo = synth.skin_image(2, 1, 64)[:, :56]
+    path = tmp_path / "mole photo.jpg"
+    path.write_bytes(_jpeg(photo))
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser_path
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(str(client.base_url) + "/")
+        driver.find_element(By.ID, "key").send_keys(API_KEY)
+        driver.find_element(By.ID, "file").send_keys(str(path))
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+            "const i = document.getElementById('enhanced'); return i.complete && i.naturalWidth > 0"))
+        assert driver.execute_script("return document.getElementById('enhanced').naturalWidth") == 56
+        assert driver.execute_script("return document.getElementById('original').naturalHeight") == 64
+        assert "Enhanced in" in driver.find_element(By.ID, "status").text
+        link = driver.find_element(By.ID, "download")
+        assert link.is_displayed() and link.get_attribute("download") == "mole photo-enhanced.png"
+        encoded = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch(document.getElementById('download').href).then(r => r.arrayBuffer()).then(b => {"
+            "  let s = ''; new Uint8Array(b).forEach(c => s += String.fromCharCode(c)); done(btoa(s)); });")
+        expected = Enhancer.from_checkpoint(str(model_dir), device="cpu").enhance(images.decode(path.read_bytes()))
+        np.testing.assert_array_equal(images.decode(base64.b64decode(encoded)), expected)
+
+        # A file that is not an image: the page shows the server's reason, no enhanced image.
+        bad = tmp_path / "notes.jpg"
+        bad.write_bytes(b"not an image")
+        driver.find_element(By.ID, "file").send_keys(str(bad))
+        WebDriverWait(driver, 30).until(
+            lambda d: "Not enhanced" in d.find_element(By.ID, "status").text)
+        assert "cannot use this image" in driver.find_element(By.ID, "status").text
+    finally:
+        driver.quit()
+
+
+def test_skinray_serve_command(endpoint, free_port, tmp_path):
+    """`skinray serve --model M --port P` on its own local Ray: answers, then stops on Ctrl-C."""
+    _, model_dir = endpoint
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.pop("SKINRAY_API_KEY", None)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "skinray"), "serve", "--model", str(model_dir),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=tmp_path)
+    try:
+        deadline, ok = time.time() + 150, False
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                ok = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                pass
+            if ok:
+                break
+            time.sleep(1)
+        assert ok, f"skinray serve did not become ready: {proc.poll()}"
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/enhance", content=_jpeg(synth.skin_image(0, 7, 40)),
+                       headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert r.status_code == 200 and images.decode(r.content).shape == (40, 40, 3)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode is not None and "Traceback" not in out, out[-3000:]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+def test_skinray_serve_refuses_a_bad_model(tmp_path):
+    r = subprocess.run([str(Path(sys.executable).parent / "skinray"), "serve", "--model", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a skinray checkpoint" in r.stderr

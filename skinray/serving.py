@@ -1,0 +1,353 @@
+"""Online enhancement endpoint: a Ray Serve application with a FastAPI ingress.
+
+    serve run serve/config.yaml                 # the deployable config (serve/app.py re-exports this)
+    skinray serve --model runs/demo             # the short way on one machine
+
+Routes: ``GET /`` (a page: pick a photo, see it enhanced, download it), ``POST /v1/enhance``
+(image bytes or a multipart ``file`` field in, enhanced PNG/JPEG out), ``POST /v1/batch`` and
+``GET /v1/batch/{id}`` (archive jobs on the cluster), ``GET /healthz``, ``GET /readyz``,
+``GET /v1/model``. Every bad request is a JSON 4xx; overload is a 503 with ``Retry-After``.
+Inference goes through the same :class:`skinray.predict.Enhancer` as the batch job, with
+concurrent requests batched.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route signatures at run time.
+
+import asyncio
+import dataclasses
+import hmac
+import os
+import posixpath
+import time
+import uuid
+from importlib import resources
+from typing import Optional
+
+import numpy as np
+import ray
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve import Application
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from skinray import images
+from skinray.errors import ImageDecodeError, SkinrayError
+
+SUPPORTED_TYPES = {"image/jpeg", "image/jpg", "image/png", "image/webp", "image/tiff"}
+MEDIA = {"png": "image/png", "jpeg": "image/jpeg"}
+RETRY_AFTER_S = 1
+
+
+class AppArgs(BaseModel):
+    """Typed arguments of the application (the ``args`` of serve/config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # checkpoint URI: a run folder (its best model) or a checkpoint folder, local or s3://
+    max_body_bytes: int = 20 * 2**20
+    max_pixels: int = 50_000_000
+    max_batch_size: int = 8
+    batch_wait_timeout_s: float = 0.005
+    api_key_env: str = "SKINRAY_API_KEY"  # environment variable holding the API key, if any
+    api_key_file: Optional[str] = None  # or a file holding it
+    s3_endpoint: Optional[str] = None
+    # POST /v1/batch: None allows any input/output URI the cluster can reach; a list restricts
+    # both to URIs under these roots (403 otherwise). An empty list turns archive jobs off.
+    batch_roots: Optional[list[str]] = None
+
+
+class BatchRequest(BaseModel):
+    """Body of POST /v1/batch: the archive job's options (see ``skinray enhance``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str
+    output: str
+    format: str = "same"
+    quality: int = 95
+    overwrite: bool = False
+    workers: int = 1
+    gpu: bool = False
+    batch_size: int = 8
+    max_pixels: int = 100_000_000
+
+
+api = FastAPI(title="skinray", docs_url=None, redoc_url=None)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _json_errors(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every error, unknown routes included, as {"error": message, "status": code}."""
+    return JSONResponse({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+@api.exception_handler(RequestValidationError)
+async def _json_validation_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return JSONResponse({"error": f"invalid request: {problems}", "status": 422}, status_code=422)
+
+
+def _error(status: int, message: str, headers: Optional[dict] = None) -> HTTPException:
+    return HTTPException(status_code=status, detail=message, headers=headers)
+
+
+def _page() -> str:
+    return resources.files("skinray").joinpath("web/index.html").read_text(encoding="utf-8")
+
+
+def _under(uri: str, root: str) -> bool:
+    """Whether ``uri`` lies under ``root`` (after normalising; no '..' escapes)."""
+    def norm(u: str) -> str:
+        scheme, sep, rest = u.partition("://")
+        if not sep:
+            scheme, rest = "file", os.path.abspath(u)
+        return f"{scheme}://{posixpath.normpath('/' + rest.lstrip('/'))}"
+    uri, root = norm(uri), norm(root).rstrip("/")
+    return uri == root or uri.startswith(root + "/")
+
+
+# --- archive jobs started from the endpoint -------------------------------------------------
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _archive_job(job_id: str, cfg_dict: dict, s3_endpoint: Optional[str], registry) -> dict:
+    from skinray import batch, storage
+    from skinray.config import EnhanceConfig
+
+    registry.update.remote(job_id, state="RUNNING")
+    summary = batch.run(EnhanceConfig(**cfg_dict), s3=storage.S3Options.from_env(s3_endpoint),
+                        on_progress=lambda counts, total: registry.update.remote(job_id, counts=counts, total=total))
+    return {"counts": summary.counts, "total": summary.total, "manifest_uri": summary.manifest_uri,
+            "summary_uri": summary.summary_uri, "seconds": round(summary.seconds, 2)}
+
+
+@ray.remote(num_cpus=0)
+class BatchJobs:
+    """Registry of archive jobs, one detached actor per application: job ids stay valid when
+    replicas are replaced or scaled. Each job runs as a Ray task that drives the Ray Data job."""
+
+    def __init__(self):
+        self.jobs: dict[str, dict] = {}
+        self.refs: dict[str, ray.ObjectRef] = {}
+
+    def submit(self, job_id: str, cfg_dict: dict, s3_endpoint: Optional[str]) -> dict:
+        self.jobs[job_id] = {"id": job_id, "state": "PENDING", "input": cfg_dict["input"],
+                             "output": cfg_dict["output"], "counts": {}, "total": None, "error": None,
+                             "manifest_uri": None, "created": time.time(), "finished": None}
+        me = ray.get_runtime_context().current_actor
+        self.refs[job_id] = _archive_job.remote(job_id, cfg_dict, s3_endpoint, me)
+        return self.jobs[job_id]
+
+    def update(self, job_id: str, **fields) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and job["state"] not in ("SUCCEEDED", "FAILED"):
+            job.update(fields)
+
+    def get(self, job_id: str) -> Optional[dict]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        ref = self.refs.get(job_id)
+        if ref is not None and ray.wait([ref], timeout=0)[0]:
+            del self.refs[job_id]
+            try:
+                job.update(ray.get(ref), state="SUCCEEDED")
+            except Exception as exc:  # the job's own error, e.g. a missing input folder
+                cause = getattr(exc, "cause", None) or exc
+                job.update(state="FAILED", error=str(cause).strip().splitlines()[-1][:500])
+            job["finished"] = time.time()
+        return job
+
+    def list(self) -> list[dict]:
+        return [self.get(job_id) for job_id in sorted(self.jobs, key=lambda j: self.jobs[j]["created"])]
+
+
+def _public(job: dict) -> dict:
+    """A job as the API shows it: state, counts (done = ok + skipped), manifest URI."""
+    counts = job.get("counts") or {}
+    return {**job, "done": counts.get("ok", 0) + counts.get("skipped-existing", 0),
+            "failed": counts.get("failed", 0) + counts.get("not-image", 0)}
+
+
+# --- the deployment -------------------------------------------------------------------------
+
+@serve.deployment(
+    max_ongoing_requests=16,
+    max_queued_requests=32,
+    backpressure_config={"status_code": 503, "retry_after_s": RETRY_AFTER_S},
+    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 4},
+    ray_actor_options={"num_cpus": 1},
+)
+@serve.ingress(api)
+class EnhanceService:
+    def __init__(self, args: dict):
+        from skinray import storage
+        from skinray.predict import Enhancer
+
+        self.args = AppArgs(**args)
+        self.enhancer = Enhancer.from_checkpoint(
+            self.args.model, s3=storage.S3Options.from_env(self.args.s3_endpoint))
+        key = os.environ.get(self.args.api_key_env, "")
+        if self.args.api_key_file:
+            with open(self.args.api_key_file) as handle:
+                key = handle.read().strip()
+        self._api_key = key or None
+        self.enhance_batch.set_max_batch_size(self.args.max_batch_size)
+        self.enhance_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
+        app = serve.get_replica_context().app_name
+        self._jobs = BatchJobs.options(name=f"skinray-batch-jobs-{app}", namespace="skinray",
+                                       lifetime="detached", get_if_exists=True).remote()
+
+    def _authorize(self, request: Request) -> None:
+        if self._api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        supplied = header[len("Bearer "):] if header.startswith("Bearer ") else ""
+        if not hmac.compare_digest(supplied.encode(), self._api_key.encode()):
+            raise _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                         {"WWW-Authenticate": "Bearer"})
+
+    @api.get("/", response_class=HTMLResponse)
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(_page())  # static; the API calls it makes carry the key
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "alive"}
+
+    @api.get("/readyz")
+    async def readyz(self, request: Request) -> dict:
+        self._authorize(request)
+        return {"status": "ready", "model_id": self.enhancer.model_id}
+
+    @api.get("/v1/model")
+    async def model(self, request: Request) -> dict:
+        self._authorize(request)
+        loaded = self.enhancer.loaded
+        return {"model_id": self.enhancer.model_id, "uri": loaded.uri, "config": loaded.config.to_dict(),
+                "metrics": loaded.metrics}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def enhance_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        # One call for every request that arrived together; the Enhancer groups equal sizes.
+        return await asyncio.get_running_loop().run_in_executor(None, self.enhancer.enhance_batch, batch)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.args.max_body_bytes:
+            raise _error(413, f"body of {declared} bytes exceeds the limit of {self.args.max_body_bytes}")
+        body = bytearray()
+        async for chunk in request.stream():  # also bounds chunked bodies without Content-Length
+            body.extend(chunk)
+            if len(body) > self.args.max_body_bytes:
+                raise _error(413, f"body exceeds the limit of {self.args.max_body_bytes} bytes")
+        return bytes(body)
+
+    @staticmethod
+    def _check_type(content_type: str, where: str) -> None:
+        if content_type and content_type not in SUPPORTED_TYPES and content_type != "application/octet-stream":
+            raise _error(415, f"unsupported {where} {content_type!r}: send image/jpeg, image/png, "
+                              f"image/webp or image/tiff")
+
+    async def _image_bytes(self, request: Request) -> bytes:
+        """The image from a raw body or from a multipart form's ``file`` field."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "multipart/form-data":
+            self._check_type(content_type, "Content-Type")
+            return await self._read_body(request)
+        body = await self._read_body(request)  # bounded before any parsing
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=20)
+        except Exception as exc:  # malformed multipart
+            raise _error(400, f"cannot parse the multipart form: {exc}") from None
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise _error(400, "multipart form has no file field named 'file'")
+        self._check_type((upload.content_type or "").split(";")[0].strip().lower(), "file type")
+        return await upload.read()
+
+    @api.post("/v1/enhance")
+    async def enhance(self, request: Request, format: Optional[str] = None) -> Response:
+        started = time.perf_counter()
+        self._authorize(request)
+        fmt = (format or "").lower() or ("jpeg" if "image/jpeg" in request.headers.get("accept", "") else "png")
+        if fmt == "jpg":
+            fmt = "jpeg"
+        if fmt not in MEDIA:
+            raise _error(422, f"unknown format {format!r}: use png or jpeg")
+        data = await self._image_bytes(request)
+        if not data:
+            raise _error(400, "empty body: send the image bytes")
+        try:
+            rgb = images.decode(data, self.args.max_pixels)  # checks the header's pixel count first
+        except ImageDecodeError as exc:
+            status = 413 if "exceeds the limit" in str(exc) else 400
+            raise _error(status, f"cannot use this image: {exc}") from None
+        enhanced = await self.enhance_batch(rgb)
+        body = images.encode(enhanced, fmt)
+        return Response(content=body, media_type=MEDIA[fmt], headers={
+            "X-Model-Id": self.enhancer.model_id,
+            "Server-Timing": f"total;dur={(time.perf_counter() - started) * 1000:.1f}",
+        })
+
+    @api.post("/v1/batch", status_code=202)
+    async def batch_submit(self, request: Request, job: BatchRequest) -> JSONResponse:
+        from skinray.config import EnhanceConfig
+
+        self._authorize(request)
+        roots = self.args.batch_roots
+        if roots is not None:
+            if not roots:
+                raise _error(403, "archive jobs are turned off on this endpoint (batch_roots: [])")
+            for name in ("input", "output"):
+                if not any(_under(getattr(job, name), root) for root in roots):
+                    raise _error(403, f"{name} {getattr(job, name)!r} is outside the allowed roots {roots}")
+        cfg = EnhanceConfig(model=self.enhancer.loaded.uri, **job.model_dump())
+        try:
+            cfg.validate()
+        except SkinrayError as exc:
+            raise _error(422, str(exc)) from None
+        job_id = uuid.uuid4().hex[:16]
+        state = await self._jobs.submit.remote(job_id, dataclasses.asdict(cfg), self.args.s3_endpoint)
+        return JSONResponse(_public(state), status_code=202, headers={"Location": f"/v1/batch/{job_id}"})
+
+    @api.get("/v1/batch/{job_id}")
+    async def batch_status(self, request: Request, job_id: str) -> dict:
+        self._authorize(request)
+        state = await self._jobs.get.remote(job_id)
+        if state is None:
+            raise _error(404, f"no archive job {job_id!r}")
+        return _public(state)
+
+    @api.get("/v1/batch")
+    async def batch_list(self, request: Request) -> dict:
+        self._authorize(request)
+        return {"jobs": [_public(s) for s in await self._jobs.list.remote()]}
+
+
+def build(args: AppArgs) -> Application:
+    """Typed application builder for `serve run serve/config.yaml` / `serve deploy`."""
+    return EnhanceService.bind(args.model_dump())
+
+
+def serve_forever(args: AppArgs, host: str, port: int, ray_address: Optional[str] = None) -> None:
+    """`skinray serve`: start Serve on host:port (local Ray unless an address is given) and block."""
+    from skinray.runtime import init_ray
+
+    init_ray(ray_address)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(build(args), name="skinray", route_prefix="/", blocking=False)
+        print(f"[skinray] serving {args.model} on http://{host}:{port}/  (Ctrl-C stops)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("[skinray] stopping the endpoint", flush=True)
+        serve.shutdown()
