@@ -13,7 +13,7 @@ Only :func:`clahe_lightness` needs scikit-image, and imports it when called.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -56,17 +56,34 @@ def von_kries_gains(illuminant: np.ndarray) -> np.ndarray:
     return np.where(e > 0.0, e.mean() / safe, 1.0)
 
 
-def shades_of_gray(rgb: np.ndarray, p: float = 6.0) -> np.ndarray:
+def shades_of_gray(rgb: np.ndarray, p: float = 6.0, target: np.ndarray | None = None) -> np.ndarray:
     """Shades of Gray white balance (Finlayson & Trezzi 2004), ``uint8`` in and out.
 
     The illuminant is the per-channel Minkowski ``p``-norm mean of the linear-light image
     (:func:`minkowski_illuminant`); each channel is then scaled by :func:`von_kries_gains` in
     linear light and re-encoded. ``p = 6`` is the paper's best overall choice; ``p = 1`` is Gray
     World. Channels pushed past white are clipped.
+
+    ``target`` (linear RGB, shape (3,)): map the estimate to this colour instead of to grey,
+    e.g. the mean estimate of well-exposed reference photos (:func:`reference_illuminant`):
+    skin does not average to grey, so plain Shades of Gray shifts every skin tone towards it.
     """
     linear = srgb_to_linear(_check_image(rgb))
-    gains = von_kries_gains(minkowski_illuminant(linear, p))
+    estimate = minkowski_illuminant(linear, p)
+    if target is None:
+        gains = von_kries_gains(estimate)
+    else:
+        gains = np.where(estimate > 0.0, np.asarray(target, np.float64) / np.maximum(estimate, 1e-12), 1.0)
     return to_uint8(linear_to_srgb(linear * gains))
+
+
+def reference_illuminant(photos: Iterable[np.ndarray], p: float = 6.0) -> np.ndarray:
+    """Mean Minkowski ``p``-norm estimate (linear RGB) of well-exposed ``uint8`` photos: the
+    target for :func:`shades_of_gray` with ``target=`` on photos of the same kind."""
+    estimates = [minkowski_illuminant(srgb_to_linear(_check_image(img)), p) for img in photos]
+    if not estimates:
+        raise ValueError("reference_illuminant needs at least one photo")
+    return np.mean(estimates, axis=0)
 
 
 def gray_world(rgb: np.ndarray) -> np.ndarray:

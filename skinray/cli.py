@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from skinray.errors import SkinrayError
@@ -59,6 +60,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary.skipped_files:
         print(f"[skinray] {len(summary.skipped_files)} unreadable files were skipped")
     print(f"[skinray] checkpoints: {summary.run_uri}")
+    print(f"[skinray] best model: {summary.best_uri}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from skinray import tune
+
+    cfg = config_from_args(args)
+    if args.name is None:
+        cfg = cfg.replace({"train.name": "tune"})
+    summary = tune.run(cfg, trials=args.trials, grace=args.grace, concurrent=args.concurrent,
+                       ray_address=args.ray_address)
+    print(f"[skinray] {len(summary.trials)} trials; the best (val_psnr "
+          f"{summary.best_metrics['val_psnr']:.2f} dB, degraded input {summary.best_metrics['val_psnr_input']:.2f}) "
+          f"used {summary.best_metrics['config']}")
+    print(f"[skinray] best config: {summary.config_uri}")
     print(f"[skinray] best model: {summary.best_uri}")
     return 0
 
@@ -133,6 +150,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from skinray import evaluate, storage
+
+    metrics = evaluate.run(args.model, args.data, args.out, size=args.size, limit=args.limit, split=args.split,
+                           seed=args.seed, photos=args.photos, s3=storage.S3Options.from_env(args.s3_endpoint))
+    for name, row in metrics["restoration"].items():
+        print(f"[skinray] {name:<32} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}  "
+              f"CIEDE2000 {row['ciede2000']:5.2f}  {row['ms_per_image']:7.1f} ms/image")
+    print(f"[skinray] report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from skinray.demo import run_demo
 
@@ -147,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the autoencoder with Ray Train")
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="search hyperparameters with Ray Tune (ASHA), each trial a Ray Train run")
+    _add_train_flags(p)
+    p.add_argument("--trials", type=int, default=8, help="number of sampled configurations (default 8)")
+    p.add_argument("--grace", type=int, default=2, help="epochs before ASHA may stop a trial (default 2)")
+    p.add_argument("--concurrent", type=int, default=1, help="trials at once (default 1; each holds "
+                   "1 CPU for its driver plus its Train workers)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("synth", help="write synthetic skin photographs (JPEG)")
     p.add_argument("out", help="folder or s3://bucket/prefix")
@@ -189,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-endpoint")
     p.add_argument("--ray-address")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("evaluate", help="compare models with classical colour correction on held-out images")
+    p.add_argument("--model", action="append", required=True, help="checkpoint (repeat to compare several)")
+    p.add_argument("--data", required=True, help="images: folder, s3://bucket/prefix or manifest .parquet")
+    p.add_argument("--out", default="outputs/evaluation", help="report folder (default outputs/evaluation)")
+    p.add_argument("--size", type=int, default=256, help="pixels per side (default 256)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many images (default 100)")
+    p.add_argument("--split", default="val", help="val (the first model's validation split, default) | all")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the fixed degradations")
+    p.add_argument("--photos", help="folder of photos without ground truth for a before/after figure")
+    p.add_argument("--s3-endpoint")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="synthesise data, train briefly, write samples and a loss curve")
     p.add_argument("--out", default="outputs/demo")

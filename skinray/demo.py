@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skinray import batch, degrade, images, storage, synth, viz
+from skinray import batch, degrade, evaluate, images, storage, synth, viz
 from skinray.config import Config, EnhanceConfig
 from skinray.data import split_of
 from skinray.predict import Enhancer
@@ -63,12 +63,15 @@ def run_demo(out: str, count: int = DEMO_IMAGES, overrides: dict | None = None) 
     archive = batch.run(EnhanceConfig(model=summary.best_uri, input=str(photos), output=str(enhanced),
                                       overwrite=True))
 
+    report = evaluate.run([summary.best_uri], str(data_dir), str(out_dir / "evaluation"), size=DEMO_IMAGE_PX,
+                          limit=60, photos=str(photos))
     m = summary.best_metrics
     result = {
         "model": summary.best_uri,
         "val_psnr_degraded": m["val_psnr_input"], "val_psnr_enhanced": m["val_psnr"],
         "val_ssim_degraded": m["val_ssim_input"], "val_ssim_enhanced": m["val_ssim"],
         "best_epoch": m["epoch"] + 1, "output": str(out_dir), "enhanced_folder": str(enhanced),
+        "evaluation": report["summary"], "report": str(out_dir / "evaluation" / "report.md"),
     }
     (out_dir / "demo_summary.json").write_text(json.dumps(result, indent=2))
     print(f"\n[skinray] validation PSNR: degraded {m['val_psnr_input']:.2f} dB -> enhanced {m['val_psnr']:.2f} dB")
@@ -77,6 +80,7 @@ def run_demo(out: str, count: int = DEMO_IMAGES, overrides: dict | None = None) 
     print(f"[skinray] archive job: {archive.line()}")
     print(f"[skinray] poorly lit photos {photos} enhanced into: {enhanced}")
     print(f"[skinray] samples, loss curve and summary in: {out_dir}")
+    print(f"[skinray] evaluation against classical colour correction: {result['report']}")
     return result
 
 

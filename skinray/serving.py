@@ -49,7 +49,9 @@ class AppArgs(BaseModel):
     model: str  # checkpoint URI: a run folder (its best model) or a checkpoint folder, local or s3://
     max_body_bytes: int = 20 * 2**20
     max_pixels: int = 50_000_000
-    max_batch_size: int = 8
+    # Requests per model call. None: 8 on a GPU, 1 on a CPU, where batching measured slower
+    # (benchmarks/serve_latency.py: 0.79x the throughput of unbatched on 2 cores).
+    max_batch_size: Optional[int] = None
     batch_wait_timeout_s: float = 0.005
     api_key_env: str = "SKINRAY_API_KEY"  # environment variable holding the API key, if any
     api_key_file: Optional[str] = None  # or a file holding it
@@ -195,7 +197,8 @@ class EnhanceService:
             with open(self.args.api_key_file) as handle:
                 key = handle.read().strip()
         self._api_key = key or None
-        self.enhance_batch.set_max_batch_size(self.args.max_batch_size)
+        batch_size = self.args.max_batch_size or (8 if self.enhancer.device.type == "cuda" else 1)
+        self.enhance_batch.set_max_batch_size(batch_size)
         self.enhance_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
         app = serve.get_replica_context().app_name
         self._jobs = BatchJobs.options(name=f"skinray-batch-jobs-{app}", namespace="skinray",

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -215,14 +215,8 @@ class FitSummary:
     skipped_files: list[tuple[str, str]]
 
 
-def fit(cfg: Config, ray_address: str | None = None) -> FitSummary:
-    """Validate the data, run Ray Train, export the best checkpoint to STORAGE/NAME/best."""
-    import ray.train
-    from ray.data import DataContext
-    from ray.train.torch import TorchTrainer
-
-    from skinray.runtime import init_ray
-
+def prepare(cfg: Config) -> tuple[data.Manifest, storage.S3Options]:
+    """Validate the config and the data (before any Ray work): the manifest and S3 options."""
     cfg.validate()
     s3 = s3_options(cfg)
     manifest = data.load_or_build_manifest(cfg, s3)
@@ -233,15 +227,23 @@ def fit(cfg: Config, ray_address: str | None = None) -> FitSummary:
                            f"or change data.val_fraction")
     print(f"[skinray] data {cfg.data.source}: {n_train} train / {n_val} val images, "
           f"{len(manifest.skipped)} unreadable skipped, fingerprint {manifest.fingerprint()[:12]}", flush=True)
+    return manifest, s3
 
-    init_ray(ray_address)
+
+def make_trainer(cfg: Config, manifest: data.Manifest, s3: storage.S3Options, callbacks: Sequence = ()):
+    """The Ray Train TorchTrainer of one run (Ray must be initialised). ``callbacks`` go to its
+    RunConfig (the tuner passes Tune's report callback)."""
+    import ray.train
+    from ray.data import DataContext
+    from ray.train.torch import TorchTrainer
+
     DataContext.get_current().enable_progress_bars = False
     datasets = data.pair_datasets(manifest, cfg, s3)
     fs, storage_path = storage.resolve(cfg.train.storage, s3)
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "fingerprint": manifest.fingerprint()},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.gpu,
@@ -252,9 +254,21 @@ def fit(cfg: Config, ray_address: str | None = None) -> FitSummary:
                                                          checkpoint_score_attribute="val_loss",
                                                          checkpoint_score_order="min"),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=list(callbacks),
         ),
         datasets=datasets,
     )
+
+
+def fit(cfg: Config, ray_address: str | None = None) -> FitSummary:
+    """Validate the data, run Ray Train, export the best checkpoint to STORAGE/NAME/best."""
+    import ray.train
+
+    from skinray.runtime import init_ray
+
+    manifest, s3 = prepare(cfg)
+    init_ray(ray_address)
+    trainer = make_trainer(cfg, manifest, s3)
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as exc:

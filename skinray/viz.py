@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
-def loss_curve(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
+def loss_curve(history: Sequence[dict[str, Any]], path: str | Path, title: str = "skinray training") -> Path:
     """Training and validation loss per epoch (the poster's Fig. 4), as a PNG."""
     import matplotlib
 
@@ -22,7 +22,7 @@ def loss_curve(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
     ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title("skinray training")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -21,3 +21,7 @@ def test_demo_writes_samples_curve_summary_and_enhanced_folder(ray_local, tmp_pa
     enhanced = sorted((tmp_path / "enhanced").glob("*.jpg"))
     assert len(enhanced) == 12
     assert (tmp_path / "enhanced" / "_skinray" / "manifest.parquet").exists()
+    report = tmp_path / "evaluation" / "report.md"
+    assert summary["report"] == str(report) and "shades_of_gray" in report.read_text()
+    for name in ("validation_grid.png", "loss_curve_0.png", "photos_before_after.png"):
+        assert images.decode((tmp_path / "evaluation" / name).read_bytes()).shape[0] > 50

@@ -40,7 +40,8 @@ def endpoint(ray_local, tmp_path_factory, free_port):
     key_file.write_text(API_KEY + "\n")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = AppArgs(model=str(model_dir), max_body_bytes=2_000_000, max_pixels=4_000_000, api_key_file=str(key_file))
+    args = AppArgs(model=str(model_dir), max_body_bytes=2_000_000, max_pixels=4_000_000, api_key_file=str(key_file),
+                   max_batch_size=8)  # exercise request batching (the CPU default is 1)
     # One replica (not the 1-4 autoscaling of serve/config.yaml): the session's local Ray has 4
     # logical CPUs, and the archive-job test needs some of them for Ray Data.
     serve.run(EnhanceService.options(num_replicas=1, autoscaling_config=None).bind(args.model_dump()),

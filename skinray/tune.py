@@ -1,0 +1,118 @@
+"""`skinray tune`: hyperparameter search with Ray Tune, each trial one Ray Train run.
+
+    skinray tune --data DATA --trials 8 [--gpu] [--storage runs] [--name tune] [--epochs 20]
+
+Search space (over the base config from --config/--set): learning rate (log-uniform), width,
+depth, dropout and loss. ASHA stops trials that fall behind, after ``grace`` epochs. Trials are
+compared on validation PSNR (losses of different kinds are not comparable). Writes, under
+STORAGE/NAME: one Train run per trial (``trial-<id>``), ``best/`` (the best trial's best
+checkpoint, loadable by every command that takes --model), ``best_config.yaml`` and
+``trials.json`` (config and final metrics of every trial).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from skinray import checkpoint, storage
+from skinray.config import Config
+from skinray.errors import SkinrayError
+
+METRIC, MODE = "val_psnr", "max"
+
+
+def search_space() -> dict[str, Any]:
+    from ray import tune
+
+    return {
+        "train.lr": tune.loguniform(2e-4, 5e-3),
+        "model.width": tune.choice([16, 32, 48]),
+        "model.depth": tune.choice([2, 4, 6]),
+        "model.dropout": tune.uniform(0.0, 0.2),
+        "train.loss": tune.choice(["ssim", "mae", "mae+ssim"]),
+    }
+
+
+@dataclass
+class TuneSummary:
+    best_uri: str
+    best_config: Config
+    best_metrics: dict[str, Any]
+    trials: list[dict[str, Any]]
+    config_uri: str
+
+
+def _trial(params: dict[str, Any], base: dict[str, Any], manifest, s3) -> None:
+    """One Tune trial: a Ray Train run of the base config with the sampled overrides."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from skinray.train import make_trainer
+
+    trial_id = tune.get_context().get_trial_id()
+    # Each trial's Train run lives at STORAGE/NAME/trial-<id>.
+    cfg = Config.from_dict(base).replace({**params, "train.storage": storage.join(base["train"]["storage"],
+                                                                                 base["train"]["name"]),
+                                          "train.name": f"trial-{trial_id}"})
+    make_trainer(cfg, manifest, s3, callbacks=[TuneReportCallback()]).fit()
+
+
+def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
+        ray_address: str | None = None) -> TuneSummary:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from skinray.runtime import init_ray
+    from skinray.train import prepare
+
+    if trials < 1 or concurrent < 1 or grace < 1:
+        raise SkinrayError(f"tune: need --trials, --concurrent and --grace >= 1, got {trials}, {concurrent}, {grace}")
+    manifest, s3 = prepare(cfg)
+    init_ray(ray_address)
+    run_uri = storage.join(cfg.train.storage, cfg.train.name)
+    fs, path = storage.resolve(cfg.train.storage, s3)
+    tuner = tune.Tuner(
+        tune.with_parameters(_trial, base=cfg.to_dict(), manifest=manifest, s3=s3),
+        param_space=search_space(),
+        tune_config=tune.TuneConfig(
+            num_samples=trials, max_concurrent_trials=concurrent,
+            # max_t one past the last epoch: a trial that runs every epoch ends by itself
+            # (releasing its workers) rather than being stopped by the scheduler.
+            scheduler=ASHAScheduler(metric=METRIC, mode=MODE, max_t=cfg.train.epochs + 1,
+                                    grace_period=min(grace, cfg.train.epochs)),
+        ),
+        run_config=tune.RunConfig(name="tune", storage_path=f"{path.rstrip('/')}/{cfg.train.name}",
+                                  storage_filesystem=fs),
+    )
+    results = tuner.fit()
+    rows = []
+    for result in results:
+        df = result.metrics_dataframe
+        row = {"config": result.config, "error": str(result.error) if result.error else None,
+               "epochs": 0, METRIC: None, "checkpoint": None}
+        if df is not None and len(df) and METRIC in df:
+            best_row = df.loc[df[METRIC].idxmax()]
+            row.update(epochs=int(df["training_iteration"].max()), **{METRIC: float(best_row[METRIC])},
+                       val_psnr_input=float(best_row["val_psnr_input"]), val_ssim=float(best_row["val_ssim"]),
+                       checkpoint=str(best_row.get("checkpoint_path") or "") or None)
+        rows.append(row)
+    done = [r for r in rows if r[METRIC] is not None and r["checkpoint"] and not math.isnan(r[METRIC])]
+    if not done:
+        errors = "; ".join(r["error"] for r in rows if r["error"])[:500]
+        raise SkinrayError(f"tune: no trial produced a checkpoint ({errors or 'no results'})")
+    best = max(done, key=lambda r: r[METRIC])
+    # Tune reports paths inside the storage filesystem: map back to a URI under STORAGE.
+    trial_run, ckpt_dir = best["checkpoint"].rstrip("/").rsplit("/", 2)[-2:]
+    best_src = storage.join(run_uri, trial_run, ckpt_dir)
+    best_uri = checkpoint.export(best_src, storage.join(run_uri, checkpoint.BEST_DIR), s3)
+    best_cfg = Config.from_dict(checkpoint.read_metadata(best_uri, s3)["config"])
+    config_uri = storage.join(run_uri, "best_config.yaml")
+    storage.write_bytes(config_uri, yaml.safe_dump(best_cfg.to_dict(), sort_keys=False).encode(), s3)
+    storage.write_bytes(storage.join(run_uri, "trials.json"), json.dumps(rows, indent=2, default=str).encode(), s3)
+    return TuneSummary(best_uri=best_uri, best_config=best_cfg, best_metrics=best, trials=rows,
+                       config_uri=config_uri)
