@@ -67,8 +67,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from skinray import tune
 
+    from skinray.config import TrainConfig
+
     cfg = config_from_args(args)
-    if args.name is None:
+    if cfg.train.name == TrainConfig.name:  # not named by --name, --config or --set
         cfg = cfg.replace({"train.name": "tune"})
     summary = tune.run(cfg, trials=args.trials, grace=args.grace, concurrent=args.concurrent,
                        ray_address=args.ray_address)
@@ -136,8 +138,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import socket
 
     from skinray import checkpoint, storage
-    from skinray.serving import AppArgs, serve_forever
+    from skinray.serving import AppArgs, read_api_key, serve_forever
 
+    app_args = AppArgs(model=args.model, api_key_file=args.api_key_file, s3_endpoint=args.s3_endpoint,
+                       batch_roots=args.batch_roots)
+    key = read_api_key(app_args)  # an empty or missing key file stops here, not in a replica
+    if key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise SkinrayError(f"serve: refusing to listen on {args.host} without an API key: set "
+                           f"SKINRAY_API_KEY or --api-key-file (anyone who reaches the port could "
+                           f"start archive jobs)")
     checkpoint.load(args.model, s3=storage.S3Options.from_env(args.s3_endpoint))  # fail before Ray starts
     with socket.socket() as probe:
         try:
@@ -145,8 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise SkinrayError(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror}; "
                                f"pick another --port") from None
-    serve_forever(AppArgs(model=args.model, api_key_file=args.api_key_file, s3_endpoint=args.s3_endpoint),
-                  args.host, args.port, ray_address=args.ray_address)
+    serve_forever(app_args, args.host, args.port, ray_address=args.ray_address)
     return 0
 
 
@@ -223,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-file", help="file holding the API key (default: env SKINRAY_API_KEY, else none)")
+    p.add_argument("--batch-roots", action="append", metavar="URI",
+                   help="POST /v1/batch may only read and write under this root (repeatable; default: anywhere)")
     p.add_argument("--s3-endpoint")
     p.add_argument("--ray-address")
     p.set_defaults(func=cmd_serve)

@@ -24,7 +24,7 @@ from skinray.errors import ConfigError
 LOSSES = ("ssim", "mae", "mae+ssim")
 LR_SCHEDULES = ("constant", "cosine")
 SKIPS = ("concat", "add", "none")
-ARCHS = ("poster", "context")
+ARCHS = ("poster", "context", "affine")
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window, in pixels
 
 

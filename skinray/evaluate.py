@@ -101,19 +101,19 @@ def run(models: list[str], data_uri: str, out: str, size: int = 256, limit: int 
         raise SkinrayError(f"evaluate: need --size >= 16 and --limit >= 1, got {size} and {limit}")
     if split not in ("val", "all"):
         raise SkinrayError(f"evaluate: --split must be val or all, got {split!r}")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     methods, enhancers = methods_for(models, s3)
     first_cfg = enhancers[0][2].loaded.config
     samples = load_split(data_uri, first_cfg, size, limit, split, s3)
     if not samples:
         raise SkinrayError(f"{data_uri}: no {split!r} images to evaluate on (val_fraction "
                            f"{first_cfg.data.val_fraction}, seed {first_cfg.data.seed}); try --split all")
-    if split == "val":  # Shades of Gray towards the training photos' own colour, not towards grey
-        reference = baselines.reference_illuminant(img for _, img in load_split(data_uri, first_cfg, size, 50,
-                                                                                 "train", s3))
+    train_photos = load_split(data_uri, first_cfg, size, 50, "train", s3) if split == "val" else []
+    if train_photos:  # Shades of Gray towards the training photos' own colour, not towards grey
+        reference = baselines.reference_illuminant(img for _, img in train_photos)
         methods.insert(4, Method("shades_of_gray (skin reference)", "classical",
                                  lambda img: baselines.shades_of_gray(img, 6.0, target=reference), "SoG skin"))
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     degrade_cfg = Config().degrade  # the poster's degradations, fixed for every model compared
     print(f"[skinray] evaluating {len(methods)} methods on {len(samples)} held-out images at {size}x{size}",
           flush=True)

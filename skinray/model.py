@@ -120,7 +120,45 @@ class ContextAutoencoder(PosterAutoencoder):
         return torch.sigmoid(torch.logit(x.clamp(1e-3, 1 - 1e-3)) + correction)
 
 
-ARCHITECTURES = {"poster": PosterAutoencoder, "context": ContextAutoencoder}
+class AffineContextAutoencoder(ContextAutoencoder):
+    """The context model whose global path also predicts a per-image colour transform: a 3x3
+    matrix and an offset applied to every pixel, then the convolutional decoder adds a local
+    correction (sharpening) on top: ``out = clamp(M x + b + correction, 0, 1)``.
+
+    Brightness, contrast, saturation and hue changes are all affine in RGB (and commute with the
+    down-up blur), so their inverse is one such transform per image: the network only has to
+    infer 12 numbers from whole-image statistics instead of synthesising the colours pixel by
+    pixel. Both heads start at zero: the untrained model is the identity. The transform comes
+    from the same means as the context, so tiled inference stays exact.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        deepest = self.encoder[-1][0].out_channels
+        self.colour = nn.Sequential(nn.Conv2d(deepest + 3, 64, 1), nn.LeakyReLU(0.2), nn.Conv2d(64, 12, 1))
+        nn.init.zeros_(self.colour[-1].weight)
+        nn.init.zeros_(self.colour[-1].bias)
+        self.register_buffer("eye", torch.eye(3), persistent=False)
+
+    def context_from_means(self, feature_mean: torch.Tensor, pixel_mean: torch.Tensor) -> torch.Tensor:
+        """-> (N, C + 12, 1, 1): the decoder context, then the transform (9 matrix + 3 offset)."""
+        g = torch.cat([feature_mean, pixel_mean], dim=1)[:, :, None, None]
+        return torch.cat([self.context(g), self.colour(g)], dim=1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.encode(x)
+        h = features[-1]  # (N, C, H, W)
+        if context is None:
+            context = self.context_from_means(h.mean(dim=(2, 3)), x.mean(dim=(2, 3)))
+        c = h.shape[1]
+        params = context[:, c:, 0, 0]  # (N, 12)
+        matrix = self.eye + params[:, :9].reshape(-1, 3, 3)  # (N, 3, 3)
+        recoloured = torch.einsum("nij,njhw->nihw", matrix, x) + params[:, 9:, None, None]
+        correction = self.decode(h + context[:, :c], features)
+        return (recoloured + correction).clamp(0.0, 1.0)
+
+
+ARCHITECTURES = {"poster": PosterAutoencoder, "context": ContextAutoencoder, "affine": AffineContextAutoencoder}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

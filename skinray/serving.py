@@ -28,7 +28,7 @@ import ray
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -66,15 +66,15 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: str
-    output: str
+    input: str = Field(min_length=1)
+    output: str = Field(min_length=1)
     format: str = "same"
     quality: int = 95
     overwrite: bool = False
-    workers: int = 1
+    workers: int = Field(1, ge=1, le=64)
     gpu: bool = False
-    batch_size: int = 8
-    max_pixels: int = 100_000_000
+    batch_size: int = Field(8, ge=1, le=256)
+    max_pixels: int = Field(100_000_000, ge=1, le=100_000_000)  # never above the archive job's default
 
 
 api = FastAPI(title="skinray", docs_url=None, redoc_url=None)
@@ -97,18 +97,39 @@ def _error(status: int, message: str, headers: Optional[dict] = None) -> HTTPExc
     return HTTPException(status_code=status, detail=message, headers=headers)
 
 
+def read_api_key(args: AppArgs) -> Optional[str]:
+    """The API key from ``args.api_key_file`` or the environment variable; None when neither
+    is set. An empty or unreadable key file is an error, never an open endpoint."""
+    if args.api_key_file:
+        try:
+            with open(args.api_key_file) as handle:
+                key = handle.read().strip()
+        except OSError as exc:
+            raise SkinrayError(f"api_key_file {args.api_key_file}: {exc.strerror}") from None
+        if not key:
+            raise SkinrayError(f"api_key_file {args.api_key_file} is empty: put the key in it, or "
+                               f"leave api_key_file unset to run without a key")
+        return key
+    return os.environ.get(args.api_key_env, "").strip() or None
+
+
 def _page() -> str:
     return resources.files("skinray").joinpath("web/index.html").read_text(encoding="utf-8")
 
 
 def _under(uri: str, root: str) -> bool:
     """Whether ``uri`` lies under ``root`` (after normalising; no '..' escapes)."""
-    def norm(u: str) -> str:
+    def norm(u: str) -> Optional[str]:
         scheme, sep, rest = u.partition("://")
         if not sep:
             scheme, rest = "file", os.path.abspath(u)
+        elif scheme == "file" and not rest.startswith("/"):
+            return None  # file://host/... names another host's path, never a local root
         return f"{scheme}://{posixpath.normpath('/' + rest.lstrip('/'))}"
-    uri, root = norm(uri), norm(root).rstrip("/")
+    uri, root = norm(uri), norm(root)
+    if uri is None or root is None:
+        return False
+    root = root.rstrip("/")
     return uri == root or uri.startswith(root + "/")
 
 
@@ -159,7 +180,8 @@ class BatchJobs:
                 job.update(ray.get(ref), state="SUCCEEDED")
             except Exception as exc:  # the job's own error, e.g. a missing input folder
                 cause = getattr(exc, "cause", None) or exc
-                job.update(state="FAILED", error=str(cause).strip().splitlines()[-1][:500])
+                lines = str(cause).strip().splitlines() or [type(cause).__name__]
+                job.update(state="FAILED", error=lines[-1][:500])
             job["finished"] = time.time()
         return job
 
@@ -192,11 +214,7 @@ class EnhanceService:
         self.args = AppArgs(**args)
         self.enhancer = Enhancer.from_checkpoint(
             self.args.model, s3=storage.S3Options.from_env(self.args.s3_endpoint))
-        key = os.environ.get(self.args.api_key_env, "")
-        if self.args.api_key_file:
-            with open(self.args.api_key_file) as handle:
-                key = handle.read().strip()
-        self._api_key = key or None
+        self._api_key = read_api_key(self.args)
         batch_size = self.args.max_batch_size or (8 if self.enhancer.device.type == "cuda" else 1)
         self.enhance_batch.set_max_batch_size(batch_size)
         self.enhance_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
@@ -238,15 +256,16 @@ class EnhanceService:
         # One call for every request that arrived together; the Enhancer groups equal sizes.
         return await asyncio.get_running_loop().run_in_executor(None, self.enhancer.enhance_batch, batch)
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request, limit: Optional[int] = None) -> bytes:
+        limit = limit or self.args.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.args.max_body_bytes:
-            raise _error(413, f"body of {declared} bytes exceeds the limit of {self.args.max_body_bytes}")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _error(413, f"body of {declared} bytes exceeds the limit of {limit}")
         body = bytearray()
         async for chunk in request.stream():  # also bounds chunked bodies without Content-Length
             body.extend(chunk)
-            if len(body) > self.args.max_body_bytes:
-                raise _error(413, f"body exceeds the limit of {self.args.max_body_bytes} bytes")
+            if len(body) > limit:
+                raise _error(413, f"body exceeds the limit of {limit} bytes")
         return bytes(body)
 
     @staticmethod
@@ -288,23 +307,31 @@ class EnhanceService:
         data = await self._image_bytes(request)
         if not data:
             raise _error(400, "empty body: send the image bytes")
+        loop = asyncio.get_running_loop()  # decode/encode off the event loop: other requests go on
         try:
-            rgb = images.decode(data, self.args.max_pixels)  # checks the header's pixel count first
+            # checks the header's pixel count before decoding
+            rgb = await loop.run_in_executor(None, images.decode, data, self.args.max_pixels)
         except ImageDecodeError as exc:
             status = 413 if "exceeds the limit" in str(exc) else 400
             raise _error(status, f"cannot use this image: {exc}") from None
         enhanced = await self.enhance_batch(rgb)
-        body = images.encode(enhanced, fmt)
+        body = await loop.run_in_executor(None, images.encode, enhanced, fmt)
         return Response(content=body, media_type=MEDIA[fmt], headers={
             "X-Model-Id": self.enhancer.model_id,
             "Server-Timing": f"total;dur={(time.perf_counter() - started) * 1000:.1f}",
         })
 
     @api.post("/v1/batch", status_code=202)
-    async def batch_submit(self, request: Request, job: BatchRequest) -> JSONResponse:
+    async def batch_submit(self, request: Request) -> JSONResponse:
         from skinray.config import EnhanceConfig
 
-        self._authorize(request)
+        self._authorize(request)  # before reading anything
+        body = await self._read_body(request, limit=64 * 1024)
+        try:
+            job = BatchRequest.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+            raise _error(422, f"invalid archive job: {problems}") from None
         roots = self.args.batch_roots
         if roots is not None:
             if not roots:
@@ -353,4 +380,7 @@ def serve_forever(args: AppArgs, host: str, port: int, ray_address: Optional[str
             time.sleep(3600)
     except KeyboardInterrupt:
         print("[skinray] stopping the endpoint", flush=True)
-        serve.shutdown()
+        if ray_address or os.environ.get("RAY_ADDRESS"):
+            serve.delete("skinray")  # a shared cluster: leave its other Serve apps alone
+        else:
+            serve.shutdown()

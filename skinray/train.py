@@ -230,9 +230,11 @@ def prepare(cfg: Config) -> tuple[data.Manifest, storage.S3Options]:
     return manifest, s3
 
 
-def make_trainer(cfg: Config, manifest: data.Manifest, s3: storage.S3Options, callbacks: Sequence = ()):
+def make_trainer(cfg: Config, manifest: data.Manifest, s3: storage.S3Options, callbacks: Sequence = (),
+                 keep_best_by: tuple[str, str] = ("val_loss", "min")):
     """The Ray Train TorchTrainer of one run (Ray must be initialised). ``callbacks`` go to its
-    RunConfig (the tuner passes Tune's report callback)."""
+    RunConfig (the tuner passes Tune's report callback); ``keep_best_by`` (metric, min|max)
+    decides which ``train.keep`` checkpoints survive."""
     import ray.train
     from ray.data import DataContext
     from ray.train.torch import TorchTrainer
@@ -251,8 +253,8 @@ def make_trainer(cfg: Config, manifest: data.Manifest, s3: storage.S3Options, ca
         run_config=ray.train.RunConfig(
             name=cfg.train.name, storage_path=storage_path, storage_filesystem=fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep,
-                                                         checkpoint_score_attribute="val_loss",
-                                                         checkpoint_score_order="min"),
+                                                         checkpoint_score_attribute=keep_best_by[0],
+                                                         checkpoint_score_order=keep_best_by[1]),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             callbacks=list(callbacks),
         ),

@@ -59,7 +59,8 @@ def _trial(params: dict[str, Any], base: dict[str, Any], manifest, s3) -> None:
     cfg = Config.from_dict(base).replace({**params, "train.storage": storage.join(base["train"]["storage"],
                                                                                  base["train"]["name"]),
                                           "train.name": f"trial-{trial_id}"})
-    make_trainer(cfg, manifest, s3, callbacks=[TuneReportCallback()]).fit()
+    # Keep the checkpoints that are best on the metric trials are ranked by.
+    make_trainer(cfg, manifest, s3, callbacks=[TuneReportCallback()], keep_best_by=(METRIC, MODE)).fit()
 
 
 def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
@@ -73,7 +74,7 @@ def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
     if trials < 1 or concurrent < 1 or grace < 1:
         raise SkinrayError(f"tune: need --trials, --concurrent and --grace >= 1, got {trials}, {concurrent}, {grace}")
     manifest, s3 = prepare(cfg)
-    init_ray(ray_address)
+    init_ray(ray_address, dashboard=True)  # Train frees ASHA-stopped trials through the state API
     run_uri = storage.join(cfg.train.storage, cfg.train.name)
     fs, path = storage.resolve(cfg.train.storage, s3)
     tuner = tune.Tuner(
@@ -95,7 +96,7 @@ def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
         df = result.metrics_dataframe
         row = {"config": result.config, "error": str(result.error) if result.error else None,
                "epochs": 0, METRIC: None, "checkpoint": None}
-        if df is not None and len(df) and METRIC in df:
+        if df is not None and METRIC in df and df[METRIC].notna().any():  # a diverged trial has only NaN
             best_row = df.loc[df[METRIC].idxmax()]
             row.update(epochs=int(df["training_iteration"].max()), **{METRIC: float(best_row[METRIC])},
                        val_psnr_input=float(best_row["val_psnr_input"]), val_ssim=float(best_row["val_ssim"]),
@@ -105,11 +106,11 @@ def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
     if not done:
         errors = "; ".join(r["error"] for r in rows if r["error"])[:500]
         raise SkinrayError(f"tune: no trial produced a checkpoint ({errors or 'no results'})")
+    for row in done:  # Tune reports paths inside the storage filesystem: map back to URIs
+        trial_run, ckpt_dir = row["checkpoint"].rstrip("/").rsplit("/", 2)[-2:]
+        row["checkpoint"] = storage.join(run_uri, trial_run, ckpt_dir)
     best = max(done, key=lambda r: r[METRIC])
-    # Tune reports paths inside the storage filesystem: map back to a URI under STORAGE.
-    trial_run, ckpt_dir = best["checkpoint"].rstrip("/").rsplit("/", 2)[-2:]
-    best_src = storage.join(run_uri, trial_run, ckpt_dir)
-    best_uri = checkpoint.export(best_src, storage.join(run_uri, checkpoint.BEST_DIR), s3)
+    best_uri = checkpoint.export(best["checkpoint"], storage.join(run_uri, checkpoint.BEST_DIR), s3)
     best_cfg = Config.from_dict(checkpoint.read_metadata(best_uri, s3)["config"])
     config_uri = storage.join(run_uri, "best_config.yaml")
     storage.write_bytes(config_uri, yaml.safe_dump(best_cfg.to_dict(), sort_keys=False).encode(), s3)

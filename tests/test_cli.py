@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from skinray.cli import main
+
 SKINRAY = [sys.executable, "-m", "skinray.cli"]
 
 
@@ -64,3 +66,14 @@ def test_batch_roots_containment():
     assert not _under("/data/../etc", "/data") and not _under("/database", "/data")
     assert _under("s3://b/photos/x", "s3://b/photos") and not _under("s3://b/photos/../secret", "s3://b/photos")
     assert not _under("s3://other/photos", "s3://b/photos") and not _under("/b/photos", "s3://b/photos")
+    assert not _under("file://data/archive/x", "/data/archive")  # a host, not a local path
+    assert _under("file:///data/archive/x", "/data/archive")
+
+
+def test_serve_refuses_an_open_public_endpoint_and_an_empty_key_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SKINRAY_API_KEY", raising=False)
+    assert main(["serve", "--model", str(tmp_path), "--host", "0.0.0.0"]) == 2
+    assert "without an API key" in capsys.readouterr().err
+    (tmp_path / "key").write_text("\n")
+    assert main(["serve", "--model", str(tmp_path), "--api-key-file", str(tmp_path / "key")]) == 2
+    assert "is empty" in capsys.readouterr().err

@@ -43,8 +43,9 @@ def test_skip_connections_change_the_function():
     assert not torch.allclose(with_skip(x), without(x))
 
 
-def test_context_model_starts_as_identity_and_sees_the_whole_image():
-    model = build_model(ModelConfig(arch="context")).eval()
+@pytest.mark.parametrize("arch", ["context", "affine"])
+def test_context_model_starts_as_identity_and_sees_the_whole_image(arch):
+    model = build_model(ModelConfig(arch=arch)).eval()
     x = torch.rand(1, 3, 40, 40) * 0.9 + 0.05
     assert torch.allclose(model(x), x, atol=1e-5), "zero-initialised correction: identity at start"
     torch.nn.init.normal_(model.decoder[-1].weight, std=0.1)
@@ -53,3 +54,18 @@ def test_context_model_starts_as_identity_and_sees_the_whole_image():
     changed = (model(x) - model(darker_corner)).abs()[:, :, :10, :10]
     assert float(changed.max()) > 1e-4, "a far-away change reaches this corner through the context"
     assert model(torch.rand(2, 3, 17, 29)).shape == (2, 3, 17, 29)
+
+
+def test_affine_model_can_undo_a_colour_cast_exactly():
+    """The colour head's transform is applied to every pixel: set it to the inverse of a known
+    affine cast and the cast is gone (no training needed to check the plumbing)."""
+    model = build_model(ModelConfig(arch="affine")).eval()
+    cast = torch.tensor([[0.8, 0.1, 0.0], [0.0, 0.9, 0.0], [0.05, 0.0, 0.7]])
+    offset = torch.tensor([0.05, 0.02, 0.1])
+    inverse = torch.linalg.inv(cast)
+    params = torch.cat([(inverse - torch.eye(3)).flatten(), -inverse @ offset])
+    with torch.no_grad():
+        model.colour[-1].bias.copy_(params)
+    clean = torch.rand(2, 3, 24, 24) * 0.6 + 0.2
+    casted = torch.einsum("ij,njhw->nihw", cast, clean) + offset[None, :, None, None]
+    assert torch.allclose(model(casted), clean, atol=1e-5)

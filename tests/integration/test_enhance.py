@@ -148,14 +148,17 @@ def test_interrupted_run_resumes_without_duplicates(model_dir, tmp_path):
     out = tmp_path / "out"
     args = [sys.executable, "-m", "skinray.cli", "enhance", str(tmp_path / "in"), str(out),
             "--model", str(model_dir), "--batch-size", "1", "--format", "png"]
-    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("*.png"))) < 5 and first.poll() is None:
         time.sleep(0.1)
+    exited = first.poll()  # None: still running when killed, as intended
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     done_before = len(list(out.glob("*.png")))
-    assert 0 < done_before < 150, "killed mid-way"
+    log.close()
+    assert 0 < done_before < 150, f"killed mid-way; exited by itself with {exited}: {(tmp_path / 'first.log').read_text()[-3000:]}"
     assert not (out / "_skinray" / "summary.json").exists()
 
     second = subprocess.run(args, capture_output=True, text=True, timeout=600)

@@ -192,6 +192,7 @@ def test_batch_job_from_the_endpoint(endpoint, tmp_path):
     ({"input": "a", "output": "b", "colour": "yes"}, 422),  # unknown option
     ({"input": "a", "output": "b", "format": "gif"}, 422),
     ({"input": "a", "output": "b", "workers": 0}, 422),
+    ({"input": "a", "output": "b", "max_pixels": 10**12}, 422),  # cannot lift the bomb guard
 ])
 def test_bad_batch_requests(endpoint, body, status):
     client, _ = endpoint
@@ -205,6 +206,9 @@ def test_batch_needs_the_key_and_unknown_ids_are_404(endpoint):
     assert client.get("/v1/batch/0123456789abcdef").status_code == 404
     bare = httpx.Client(base_url=str(client.base_url), timeout=30)
     assert bare.post("/v1/batch", json={"input": "a", "output": "b"}).status_code == 401
+    assert bare.post("/v1/batch", content=b"{not json").status_code == 401  # the key is checked first
+    assert client.post("/v1/batch", content=b"{not json").status_code == 422
+    assert client.post("/v1/batch", content=b"x" * 70_000).status_code == 413
 
 
 def test_overload_is_503_with_retry_after(endpoint):
@@ -361,7 +365,7 @@ def test_skinray_serve_command(endpoint, free_port, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-    assert proc.returncode is not None and "Traceback" not in out, out[-3000:]
+    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
 
