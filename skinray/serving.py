@@ -368,13 +368,20 @@ def build(args: AppArgs) -> Application:
 
 
 def serve_forever(args: AppArgs, host: str, port: int, ray_address: Optional[str] = None) -> None:
-    """`skinray serve`: start Serve on host:port (local Ray unless an address is given) and block."""
+    """`skinray serve`: start Serve on host:port (local Ray unless an address is given) and block
+    until Ctrl-C or SIGTERM, then remove the application."""
     from skinray.runtime import init_ray
+
+    import signal
+
+    def _stop(signum, frame):  # SIGTERM (systemd, Kubernetes, kill) stops like Ctrl-C
+        raise KeyboardInterrupt
 
     init_ray(ray_address)
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(build(args), name="skinray", route_prefix="/", blocking=False)
+        signal.signal(signal.SIGTERM, _stop)  # after Ray's start-up, which installs its own
         print(f"[skinray] serving {args.model} on http://{host}:{port}/  (Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)

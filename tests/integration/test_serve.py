@@ -336,7 +336,7 @@ def test_page_in_a_real_browser(endpoint, tmp_path):
 
 
 def test_skinray_serve_command(endpoint, free_port, tmp_path):
-    """`skinray serve --model M --port P` on its own local Ray: answers, then stops on Ctrl-C."""
+    """`skinray serve --model M --port P` on its own local Ray: answers, then stops on SIGTERM."""
     _, model_dir = endpoint
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -359,7 +359,7 @@ def test_skinray_serve_command(endpoint, free_port, tmp_path):
                        headers={"Content-Type": "image/jpeg"}, timeout=60)
         assert r.status_code == 200 and images.decode(r.content).shape == (40, 40, 3)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # as systemd or Kubernetes stop it; Ctrl-C takes the same path
         try:
             out, _ = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
