@@ -6,15 +6,19 @@ import os
 import socket
 
 
-def init_ray(address: str | None = None, dashboard: bool = False) -> None:
+def init_ray(address: str | None = None) -> None:
     """Join ``address`` / ``RAY_ADDRESS`` / the job's cluster, or start a local Ray.
 
     A local Ray is started with twice as many logical CPUs as cores (at least 4): Train workers
     hold whole CPUs, and on a small machine Ray Data would otherwise get none and training would
-    hang waiting for data. ``dashboard=True`` (the tuner) also starts the dashboard on a free
-    loopback port and points Ray's state API at it for every process: Ray Train releases the
-    workers of a run stopped from outside (an ASHA-stopped trial) through that API, which
-    otherwise looks for "the" Ray on the machine and fails when there are several.
+    hang waiting for data.
+
+    Its dashboard listens on a free loopback port, and ``RAY_API_SERVER_ADDRESS`` points Ray's
+    state API at it for this process and every Ray process it starts. Ray Train's placement
+    group cleaner asks the state API whether the run's controller is alive; left to find "the"
+    Ray on the machine, it can ask another instance (any other Ray with a dashboard, e.g. a
+    local cluster or `serve run`), hear "no such actor" and remove a live run's workers. Pinned,
+    it also frees the workers of runs stopped from outside (ASHA-stopped Tune trials).
     """
     import ray
 
@@ -24,11 +28,10 @@ def init_ray(address: str | None = None, dashboard: bool = False) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
         return
-    extra: dict = {"include_dashboard": False}
-    if dashboard:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        extra = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
-                 "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
-    ray.init(num_cpus=max(4, 2 * (os.cpu_count() or 1)), log_to_driver=True, configure_logging=False, **extra)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Inherited by the raylet this call starts, and so by every worker of this instance.
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(num_cpus=max(4, 2 * (os.cpu_count() or 1)), log_to_driver=True, configure_logging=False,
+             include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)

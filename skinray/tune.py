@@ -74,7 +74,7 @@ def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
     if trials < 1 or concurrent < 1 or grace < 1:
         raise SkinrayError(f"tune: need --trials, --concurrent and --grace >= 1, got {trials}, {concurrent}, {grace}")
     manifest, s3 = prepare(cfg)
-    init_ray(ray_address, dashboard=True)  # Train frees ASHA-stopped trials through the state API
+    init_ray(ray_address)
     run_uri = storage.join(cfg.train.storage, cfg.train.name)
     fs, path = storage.resolve(cfg.train.storage, s3)
     tuner = tune.Tuner(

@@ -24,13 +24,17 @@ HEAD_CPUS=${HEAD_CPUS:-2}
 WORKER_CPUS=${WORKER_CPUS:-2}
 AGENT_PORT=${AGENT_PORT:-52365}      # the head's job agent; give another if a Ray already runs here
 TEMP_DIR=${TEMP_DIR:-/tmp/skinray-ray-$GCS_PORT}  # this cluster's own session files: stop.sh finds it by them
+# Ray's state API (used by Ray Train to check that a run's controller lives) must ask this
+# cluster's dashboard, not whichever other Ray on the machine it would find.
+export RAY_API_SERVER_ADDRESS="http://127.0.0.1:$DASHBOARD_PORT"
 
 ray start --head --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
     --dashboard-agent-listen-port="$AGENT_PORT" \
     --num-cpus="$HEAD_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >/dev/null
 for _ in $(seq 1 "$WORKERS"); do
-    VENV="$VENV" GCS_PORT="$GCS_PORT" WORKER_CPUS="$WORKER_CPUS" "$(dirname "$0")/add-worker.sh"
+    VENV="$VENV" GCS_PORT="$GCS_PORT" WORKER_CPUS="$WORKER_CPUS" DASHBOARD_PORT="$DASHBOARD_PORT" \
+        "$(dirname "$0")/add-worker.sh"
 done
 echo "Ray cluster up: head + $WORKERS worker node(s)."
 echo "  dashboard and job server: http://127.0.0.1:$DASHBOARD_PORT (loopback only)"
