@@ -15,6 +15,7 @@ concurrent requests batched.
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import os
 import posixpath
@@ -113,6 +114,7 @@ def read_api_key(args: AppArgs) -> Optional[str]:
     return os.environ.get(args.api_key_env, "").strip() or None
 
 
+@functools.lru_cache(maxsize=1)
 def _page() -> str:
     return resources.files("skinray").joinpath("web/index.html").read_text(encoding="utf-8")
 
