@@ -135,6 +135,8 @@ def run(models: list[str], data_uri: str, out: str, size: int = 256, limit: int 
                 row.append(fixed)
         if i < 6:
             grid_rows.append(row)
+        if (i + 1) % 20 == 0 and i + 1 < len(samples):
+            print(f"[skinray] evaluated {i + 1}/{len(samples)} images", flush=True)
 
     table = {m.name: {"kind": m.kind, **_mean(restored[m.name]), "ms_per_image": 1000 * seconds[m.name] / len(samples)}
              for m in methods}
