@@ -344,28 +344,30 @@ def test_skinray_serve_command(endpoint, free_port, tmp_path):
     proc = subprocess.Popen([str(Path(sys.executable).parent / "skinray"), "serve", "--model", str(model_dir),
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=tmp_path)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
-        deadline, ok = time.time() + 150, False
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                ok = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                pass
-            if ok:
-                break
-            time.sleep(1)
-        assert ok, f"skinray serve did not become ready: {proc.poll()}"
+        # Ready when it says so (it prints the URL once the app is up and its signal handling set).
+        deadline = time.time() + 150
+        while time.time() < deadline and proc.poll() is None and not any("[skinray] serving" in x for x in lines):
+            time.sleep(0.5)
+        assert any(f"http://127.0.0.1:{port}/" in x for x in lines), f"not ready: {proc.poll()} {lines[-20:]}"
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).status_code == 200
         r = httpx.post(f"http://127.0.0.1:{port}/v1/enhance", content=_jpeg(synth.skin_image(0, 7, 40)),
                        headers={"Content-Type": "image/jpeg"}, timeout=60)
         assert r.status_code == 200 and images.decode(r.content).shape == (40, 40, 3)
     finally:
         proc.send_signal(signal.SIGTERM)  # as systemd or Kubernetes stop it; Ctrl-C takes the same path
         try:
-            out, _ = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _ = proc.communicate()
+            proc.wait()
+        reader.join(timeout=10)
+    out = "".join(lines)
     assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+    assert "[skinray] stopping the endpoint" in out
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
 
