@@ -21,7 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from skinray import batch, checkpoint, images, synth

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
-import statistics
 import tempfile
 import time
 from collections import Counter

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 
 from skinray import batch, degrade, evaluate, images, storage, synth, viz
 from skinray.config import Config, EnhanceConfig

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from skinray import baselines, checkpoint, colour, data, degrade, images, storage, viz
+from skinray import baselines, colour, data, degrade, images, storage, viz
 from skinray.config import Config
 from skinray.errors import SkinrayError
 from skinray.metrics import psnr, ssim_per_image
