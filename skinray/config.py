@@ -68,25 +68,74 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DegradeConfig:
-    """Synthetic degradations applied to clean images (see :mod:`skinray.degrade`)."""
+    """Synthetic degradations applied to clean images (see :mod:`skinray.degrade`).
 
-    jitter_fraction: float = 0.6  # share of training images colour-jittered each epoch (poster: 60%)
-    brightness: float = 0.6  # factor drawn from [1 - b, 1 + b]
-    contrast: float = 0.5  # factor drawn from [1 - c, 1 + c]
-    saturation: float = 0.5  # factor drawn from [1 - s, 1 + s]
-    hue: float = 0.05  # shift drawn from [-h, h] turns of the colour wheel
-    scale_min: float = 1.5  # downscale factor range of the down-then-up blur (1 = no blur)
+    A training pair is left exactly clean with probability ``clean_fraction``; every other pair
+    draws each fault independently with its own probability: colour faults (white-balance cast,
+    exposure + gamma, the poster's colour jitter), then the down-up blur, sensor noise and JPEG
+    recompression. The defaults are a mix for patients' phone photos; :data:`POSTER_DEGRADE` is
+    the poster's (jitter on 60%, always the box/bicubic down-up blur, nothing else)."""
+
+    clean_fraction: float = 0.2  # share of pairs left untouched (input == target, bit-exact)
+    # colour jitter, torchvision ColorJitter (the poster's): a share of the non-clean pairs
+    jitter_fraction: float = 0.6
+    brightness: float = 0.6  # factor drawn from [max(0, 1 - b), 1 + b]
+    contrast: float = 0.5  # factor drawn from [max(0, 1 - c), 1 + c]
+    saturation: float = 0.5  # factor drawn from [max(0, 1 - s), 1 + s]
+    hue: float = 0.05  # shift drawn from [-h, h] turns of the HSV colour wheel
+    # white-balance cast: R and B gains log-uniform in [1/(1+wb), 1+wb] relative to G,
+    # then scaled so a grey pixel keeps its luma
+    wb_prob: float = 0.3
+    wb: float = 0.25
+    # exposure and tone curve: out = clip(in * 2**u) ** g, u uniform in [-exposure, exposure]
+    # stops, g log-uniform in [1/(1+gamma), 1+gamma]
+    exposure_prob: float = 0.3
+    exposure: float = 0.5
+    gamma: float = 0.3
+    # down-then-up resize blur (a low-resolution or out-of-focus camera)
+    blur_prob: float = 0.7
+    scale_min: float = 1.25  # downscale factor range (1 = no blur)
     scale_max: float = 3.0
+    random_kernels: bool = True  # resampling kernels drawn per image; else box down, bicubic up
+    # JPEG recompression (Pillow, 4:2:0 chroma subsampling), quality uniform in [min, max]
+    jpeg_prob: float = 0.3
+    jpeg_quality_min: int = 30
+    jpeg_quality_max: int = 95
+    # sensor noise: gaussian, sigma uniform in [noise_max / 4, noise_max]
+    noise_prob: float = 0.2
+    noise_max: float = 0.015
 
     def validate(self) -> None:
-        _require(0.0 <= self.jitter_fraction <= 1.0, "degrade.jitter_fraction",
-                 f"must be in [0, 1], got {self.jitter_fraction}")
+        for name in ("clean_fraction", "jitter_fraction", "wb_prob", "exposure_prob", "blur_prob",
+                     "jpeg_prob", "noise_prob"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"degrade.{name}", f"must be in [0, 1], got {value}")
         for name in ("brightness", "contrast", "saturation"):
             value = getattr(self, name)
             _require(0.0 <= value < 1.0, f"degrade.{name}", f"must be in [0, 1), got {value}")
         _require(0.0 <= self.hue <= 0.5, "degrade.hue", f"must be in [0, 0.5], got {self.hue}")
+        _require(0.0 <= self.wb <= 1.0, "degrade.wb", f"must be in [0, 1], got {self.wb}")
+        _require(0.0 <= self.exposure <= 3.0, "degrade.exposure",
+                 f"must be in [0, 3] stops, got {self.exposure}")
+        _require(0.0 <= self.gamma <= 1.0, "degrade.gamma", f"must be in [0, 1], got {self.gamma}")
         _require(1.0 <= self.scale_min <= self.scale_max, "degrade.scale_min",
                  f"need 1 <= scale_min <= scale_max, got {self.scale_min} and {self.scale_max}")
+        _require(1 <= self.jpeg_quality_min <= self.jpeg_quality_max <= 100, "degrade.jpeg_quality_min",
+                 f"need 1 <= jpeg_quality_min <= jpeg_quality_max <= 100, got {self.jpeg_quality_min} "
+                 f"and {self.jpeg_quality_max}")
+        _require(0.0 <= self.noise_max <= 0.2, "degrade.noise_max",
+                 f"must be in [0, 0.2], got {self.noise_max}")
+
+
+# The poster's degradations: torchvision ColorJitter on 60% of images, always the box-down /
+# bicubic-up blur by 1.5-3x, no clean share and no other fault. jobs/configs/poster.yaml uses it.
+POSTER_DEGRADE = DegradeConfig(
+    clean_fraction=0.0,
+    jitter_fraction=0.6, brightness=0.6, contrast=0.5, saturation=0.5, hue=0.05,
+    wb_prob=0.0, exposure_prob=0.0,
+    blur_prob=1.0, scale_min=1.5, scale_max=3.0, random_kernels=False,
+    jpeg_prob=0.0, noise_prob=0.0,
+)
 
 
 @dataclass(frozen=True)

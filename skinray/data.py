@@ -7,7 +7,9 @@ content, ``split`` (``train``/``val``), ``width``, ``height``, ``format``. The s
 
 Pipeline rows: ``input`` and ``target`` are ``uint8`` ``(S, S, 3)``; ``ok`` is False for images
 that could not be read or decoded (their arrays are zeros and ``error`` says why: the training
-loop skips and counts them); ``jittered`` says whether colour jitter was applied.
+loop skips and counts them); ``subset`` says which faults the input got: ``colour`` (a colour
+fault, perhaps blur/noise/JPEG too), ``camera`` (blur/noise/JPEG only) or ``clean`` (input ==
+target), see :attr:`skinray.degrade.Degradation.subset`.
 """
 
 from __future__ import annotations
@@ -117,11 +119,12 @@ def load_or_build_manifest(cfg: Config, s3: storage.S3Options | None = None) -> 
 
 def make_pairs(batch: dict[str, np.ndarray], *, split: str, image_size: int, degrade_cfg: dict,
                seed: int, s3: storage.S3Options | None) -> dict[str, np.ndarray]:
-    """Ray Data batch function: ``{key, uri}`` -> ``{key, input, target, ok, jittered, error}``.
+    """Ray Data batch function: ``{key, uri}`` -> ``{key, input, target, ok, subset, error}``.
 
     Training draws fresh randomness on every call, so each epoch (a new pass over the dataset)
-    jitters a different subset with different parameters. Validation draws from
-    :func:`skinray.degrade.key_rng` (seed, key): the same degradation every epoch.
+    degrades each image differently (other images jittered or left clean, new parameters).
+    Validation draws from :func:`skinray.degrade.key_rng` (seed, key): the same degradation
+    every epoch.
     """
     cfg = DegradeConfig(**degrade_cfg)
     keys = [str(k) for k in batch["key"]]
@@ -129,7 +132,7 @@ def make_pairs(batch: dict[str, np.ndarray], *, split: str, image_size: int, deg
     inputs = np.zeros((n, image_size, image_size, 3), np.uint8)
     targets = np.zeros_like(inputs)
     ok = np.zeros(n, bool)
-    jittered = np.zeros(n, bool)
+    subsets = [""] * n  # "" for rows that could not be read
     errors = [""] * n
     train_rng = np.random.default_rng()  # fresh OS entropy: a new draw every epoch
     for i, (key, uri) in enumerate(zip(keys, batch["uri"])):
@@ -144,9 +147,9 @@ def make_pairs(batch: dict[str, np.ndarray], *, split: str, image_size: int, deg
         inputs[i] = degrade.apply_uint8(clean, drawn)
         targets[i] = clean
         ok[i] = True
-        jittered[i] = drawn.jitter
+        subsets[i] = drawn.subset
     return {"key": np.array(keys, dtype=object), "input": inputs, "target": targets, "ok": ok,
-            "jittered": jittered, "error": np.array(errors, dtype=object)}
+            "subset": np.array(subsets, dtype=object), "error": np.array(errors, dtype=object)}
 
 
 def pair_datasets(manifest: Manifest, cfg: Config, s3: storage.S3Options | None = None,

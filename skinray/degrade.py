@@ -1,13 +1,27 @@
 """Synthetic degradations of clean photos: pure functions, randomness passed in.
 
 Tensor contract for every function here: images are ``float32`` arrays of shape ``(H, W, 3)``
-with values in ``[0, 1]`` (RGB); outputs have the same shape, dtype and range. Random choices
-come from a ``numpy.random.Generator`` argument, never from global state.
+with values in ``[0, 1]`` (RGB); outputs have the same shape, dtype and range (every step clips).
+Random choices come from a ``numpy.random.Generator`` argument, never from global state:
+:func:`sample` draws one image's :class:`Degradation` (plain numbers), and :func:`apply` is a
+pure function of (image, Degradation) -- the sensor noise included, which is seeded by the draw.
+
+Faults, in the order :func:`apply` runs them:
+
+1. colour: white-balance cast (per-channel gains), exposure gain + gamma tone curve, and the
+   poster's colour jitter as torchvision's ``ColorJitter`` defines it (brightness, contrast,
+   saturation, HSV hue, in a random order per image);
+2. down-then-up resize blur with a drawn resampling kernel;
+3. gaussian sensor noise;
+4. JPEG recompression (Pillow, 4:2:0 chroma subsampling).
+
+A ``clean`` draw leaves the image untouched: :func:`apply_uint8` returns an exact copy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -15,98 +29,297 @@ from PIL import Image
 
 from skinray.config import DegradeConfig
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+# torchvision's rgb_to_grayscale weights (0.2989, not 0.299: matched for exact parity)
+_GRAY = np.array([0.2989, 0.587, 0.114], np.float32)
+# luma weights that a white-balance cast keeps constant for a grey pixel
+_LUMA = np.array([0.299, 0.587, 0.114], np.float64)
+
+SUBSETS = ("colour", "camera", "clean")
+DOWN_KERNELS = ("box", "bilinear", "bicubic", "lanczos")
+UP_KERNELS = ("bilinear", "bicubic", "lanczos")
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX,
+             "bilinear": Image.Resampling.BILINEAR, "hamming": Image.Resampling.HAMMING,
+             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+
+
+# ----------------------------------------------------------------------------- colour jitter
+# Each op follows torchvision.transforms.v2.functional's float-image kernel: same formula, same
+# clipping to [0, 1]. tests/test_degrade.py checks them against torchvision.
+
+
+def _blend(img: np.ndarray, other: np.ndarray | float, ratio: float) -> np.ndarray:
+    return np.clip(img * np.float32(ratio) + other * np.float32(1.0 - ratio), 0.0, 1.0).astype(np.float32)
+
+
+def _grayscale(img: np.ndarray) -> np.ndarray:
+    return (img @ _GRAY)[..., None]  # (H, W, 1)
 
 
 def adjust_brightness(img: np.ndarray, factor: float) -> np.ndarray:
     """Scale all channels: factor 0 is black, 1 is unchanged, 2 is twice as bright (clipped)."""
-    return np.clip(img * factor, 0.0, 1.0)
+    return np.clip(img * np.float32(factor), 0.0, 1.0).astype(np.float32)
 
 
 def adjust_contrast(img: np.ndarray, factor: float) -> np.ndarray:
-    """Blend with the image's mean grey level: 0 is flat grey, 1 unchanged."""
-    mean = float((img @ _LUMA).mean())
-    return np.clip((img - mean) * factor + mean, 0.0, 1.0)
+    """Blend with the mean of the grayscale image: 0 is flat grey, 1 unchanged."""
+    mean = np.float32(_grayscale(img).mean(dtype=np.float64))
+    return _blend(img, mean, factor)
 
 
 def adjust_saturation(img: np.ndarray, factor: float) -> np.ndarray:
-    """Blend with the per-pixel grey: 0 is grayscale, 1 unchanged, >1 more colourful."""
-    gray = (img @ _LUMA)[..., None]
-    return np.clip((img - gray) * factor + gray, 0.0, 1.0)
+    """Blend with the per-pixel grayscale: 0 is grayscale, 1 unchanged, >1 more colourful."""
+    return _blend(img, _grayscale(img), factor)
+
+
+def _rgb_to_hsv(img: np.ndarray) -> np.ndarray:
+    """torchvision's ``_rgb_to_hsv`` (after Pillow's Convert.c); h, s, v in [0, 1]."""
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    maxc, minc = img.max(axis=-1), img.min(axis=-1)
+    eqc = maxc == minc
+    crange = maxc - minc
+    ones = np.ones_like(maxc)
+    s = crange / np.where(eqc, ones, maxc)
+    divisor = np.where(eqc, ones, crange)
+    rc, gc, bc = ((maxc - r) / divisor, (maxc - g) / divisor, (maxc - b) / divisor)
+    is_r = maxc == r
+    is_g = (maxc == g) & ~is_r
+    is_b = ~is_r & (maxc != g)
+    h = (bc - gc) * is_r + (2.0 + rc - bc) * is_g + (4.0 + gc - rc) * is_b
+    h = np.fmod(h / np.float32(6.0) + np.float32(1.0), np.float32(1.0))
+    return np.stack([h, s, maxc], axis=-1).astype(np.float32)
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """torchvision's ``_hsv_to_rgb``."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    h6 = h * np.float32(6.0)
+    i = np.floor(h6)
+    f = h6 - i
+    i = i.astype(np.int64) % 6
+    q = np.clip(v * (1.0 - s * f), 0.0, 1.0)
+    t = np.clip(v * (1.0 - s + s * f), 0.0, 1.0)
+    p = np.clip(v * (1.0 - s), 0.0, 1.0)
+    vpqt = np.stack([v, p, q, t], axis=-1)  # (H, W, 4)
+    select = np.array([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]])  # rgb <- vpqt by i
+    index = np.moveaxis(select[:, i], 0, -1)  # (H, W, 3)
+    return np.take_along_axis(vpqt, index, axis=-1).astype(np.float32)
 
 
 def adjust_hue(img: np.ndarray, shift: float) -> np.ndarray:
-    """Rotate hue by ``shift`` turns (-0.5..0.5) in YIQ space (keeps luma)."""
-    angle = 2.0 * np.pi * shift
-    cos, sin = np.cos(angle), np.sin(angle)
-    to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
-    rotate = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]], np.float32)
-    matrix = np.linalg.inv(to_yiq) @ rotate @ to_yiq  # (3, 3) acting on RGB column vectors
-    return np.clip(img @ matrix.T.astype(np.float32), 0.0, 1.0)
+    """Shift hue by ``shift`` turns (-0.5..0.5) in HSV, as torchvision's ``adjust_hue``."""
+    if not -0.5 <= shift <= 0.5:
+        raise ValueError(f"hue shift {shift} is not in [-0.5, 0.5]")
+    hsv = _rgb_to_hsv(img.astype(np.float32))
+    hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(shift), np.float32(1.0))
+    return _hsv_to_rgb(hsv)
 
 
-def down_up(img: np.ndarray, factor: float) -> np.ndarray:
-    """Downscale by ``factor`` (>= 1) with area averaging, then upscale back bicubically: blur
-    that mimics a low-resolution camera. factor 1 returns the input unchanged."""
+def color_jitter(img: np.ndarray, brightness: float = 1.0, contrast: float = 1.0, saturation: float = 1.0,
+                 hue: float = 0.0, order: tuple[int, ...] = (0, 1, 2, 3)) -> np.ndarray:
+    """torchvision's ``ColorJitter`` with its factors drawn: ops 0 brightness, 1 contrast,
+    2 saturation, 3 hue, run in ``order``; ops at their identity value are skipped."""
+    out = img.astype(np.float32)
+    for op in order:
+        if op == 0 and brightness != 1.0:
+            out = adjust_brightness(out, brightness)
+        elif op == 1 and contrast != 1.0:
+            out = adjust_contrast(out, contrast)
+        elif op == 2 and saturation != 1.0:
+            out = adjust_saturation(out, saturation)
+        elif op == 3 and hue != 0.0:
+            out = adjust_hue(out, hue)
+    return out
+
+
+# ----------------------------------------------------------------------------- camera faults
+
+
+def white_balance(img: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:
+    """Per-channel gains (a colour cast), clipped."""
+    return np.clip(img * np.asarray(gains, np.float32), 0.0, 1.0).astype(np.float32)
+
+
+def tone(img: np.ndarray, exposure: float = 1.0, gamma: float = 1.0) -> np.ndarray:
+    """Exposure gain then a gamma tone curve: ``clip(img * exposure) ** gamma``."""
+    out = np.clip(img * np.float32(exposure), 0.0, 1.0)
+    if gamma != 1.0:
+        out = np.power(out, np.float32(gamma))
+    return out.astype(np.float32)
+
+
+def down_up(img: np.ndarray, factor: float, down: str = "box", up: str = "bicubic") -> np.ndarray:
+    """Downscale by ``factor`` (>= 1) with resampling kernel ``down``, then back up with ``up``
+    (Pillow names, lower case): blur that mimics a low-resolution camera. factor 1 returns the
+    input unchanged."""
     if factor <= 1.0:
         return img
     h, w = img.shape[:2]
     small = (max(1, round(w / factor)), max(1, round(h / factor)))
     channels = []
     for c in range(3):  # Pillow resizes float images one channel ("F" mode) at a time
-        plane = Image.fromarray(np.ascontiguousarray(img[..., c]), mode="F")
-        plane = plane.resize(small, Image.Resampling.BOX).resize((w, h), Image.Resampling.BICUBIC)
+        plane = Image.fromarray(np.ascontiguousarray(img[..., c], dtype=np.float32), mode="F")
+        plane = plane.resize(small, _RESAMPLE[down]).resize((w, h), _RESAMPLE[up])
         channels.append(np.asarray(plane))
-    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def add_noise(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """Gaussian sensor noise of standard deviation ``sigma``; a pure function of ``seed``."""
+    noise = np.random.default_rng(seed).standard_normal(img.shape, dtype=np.float32) * np.float32(sigma)
+    return np.clip(img + noise, 0.0, 1.0).astype(np.float32)
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """Encode as JPEG at ``quality`` with 4:2:0 chroma subsampling (Pillow) and decode again."""
+    buf = io.BytesIO()
+    Image.fromarray(_to_uint8(img), "RGB").save(buf, "JPEG", quality=int(quality), subsampling="4:2:0")
+    with Image.open(io.BytesIO(buf.getvalue())) as decoded:
+        return np.asarray(decoded.convert("RGB"), np.float32) / np.float32(255.0)
+
+
+# ----------------------------------------------------------------------------- draws
 
 
 @dataclass(frozen=True)
 class Degradation:
-    """The random draws for one image; ``jitter`` False means colours are untouched."""
+    """One image's random draws; the defaults mean "untouched"."""
 
-    jitter: bool
+    clean: bool = False  # True: input is exactly the target (no fault at all)
+    jitter: bool = False  # torchvision-ColorJitter-style colour jitter applied
     brightness: float = 1.0
     contrast: float = 1.0
     saturation: float = 1.0
     hue: float = 0.0
-    scale: float = 1.0
+    order: tuple[int, ...] = (0, 1, 2, 3)  # order of the 4 jitter ops (0 b, 1 c, 2 s, 3 h)
+    wb_gains: tuple[float, float, float] = (1.0, 1.0, 1.0)  # white-balance cast, per-channel gains
+    exposure: float = 1.0  # linear gain before the tone curve
+    gamma: float = 1.0  # tone curve out = in ** gamma
+    scale: float = 1.0  # down-up blur factor (1 = none)
+    down_kernel: str = "box"
+    up_kernel: str = "bicubic"
+    jpeg_quality: int = 0  # 0 = no JPEG recompression
+    noise: float = 0.0  # sensor noise sigma (0 = none)
+    noise_seed: int = 0  # noise is a pure function of this draw
+
+    @property
+    def subset(self) -> str:
+        """"colour" if any colour fault, else "camera" if blur/JPEG/noise, else "clean"."""
+        if not self.clean:
+            cast = tuple(self.wb_gains) != (1.0, 1.0, 1.0)
+            if self.jitter or cast or self.exposure != 1.0 or self.gamma != 1.0:
+                return "colour"
+            if self.scale > 1.0 or self.jpeg_quality > 0 or self.noise > 0.0:
+                return "camera"
+        return "clean"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def sample(rng: np.random.Generator, cfg: DegradeConfig) -> Degradation:
-    """Draw one image's degradation: colour jitter with probability ``cfg.jitter_fraction``,
-    and always a down-up scale factor from ``[cfg.scale_min, cfg.scale_max]``."""
-    jitter = bool(rng.random() < cfg.jitter_fraction)
-    scale = float(rng.uniform(cfg.scale_min, cfg.scale_max))
-    if not jitter:
-        return Degradation(jitter=False, scale=scale)
-    return Degradation(
+def _loguniform(rng: np.random.Generator, spread: float) -> float:
+    """A factor log-uniform in [1 / (1 + spread), 1 + spread]."""
+    return float(np.exp(rng.uniform(-np.log1p(spread), np.log1p(spread))))
+
+
+def _jitter_draws(rng: np.random.Generator, cfg: DegradeConfig) -> dict:
+    return dict(
         jitter=True,
-        brightness=float(rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)),
-        contrast=float(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)),
-        saturation=float(rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)),
+        order=tuple(int(i) for i in rng.permutation(4)),
+        brightness=float(rng.uniform(max(0.0, 1 - cfg.brightness), 1 + cfg.brightness)),
+        contrast=float(rng.uniform(max(0.0, 1 - cfg.contrast), 1 + cfg.contrast)),
+        saturation=float(rng.uniform(max(0.0, 1 - cfg.saturation), 1 + cfg.saturation)),
         hue=float(rng.uniform(-cfg.hue, cfg.hue)),
-        scale=scale,
     )
 
 
+def _wb_draws(rng: np.random.Generator, cfg: DegradeConfig) -> dict:
+    gains = np.array([_loguniform(rng, cfg.wb), 1.0, _loguniform(rng, cfg.wb)])
+    gains /= float(gains @ _LUMA)  # a grey pixel keeps its luma: a cast, not an exposure change
+    return dict(wb_gains=tuple(float(g) for g in gains))
+
+
+def _tone_draws(rng: np.random.Generator, cfg: DegradeConfig) -> dict:
+    return dict(exposure=float(2.0 ** rng.uniform(-cfg.exposure, cfg.exposure)),
+                gamma=_loguniform(rng, cfg.gamma))
+
+
+def _blur_draws(rng: np.random.Generator, cfg: DegradeConfig) -> dict:
+    scale = float(rng.uniform(cfg.scale_min, cfg.scale_max))
+    if not cfg.random_kernels:
+        return dict(scale=scale, down_kernel="box", up_kernel="bicubic")
+    return dict(scale=scale, down_kernel=str(rng.choice(DOWN_KERNELS)), up_kernel=str(rng.choice(UP_KERNELS)))
+
+
+def sample(rng: np.random.Generator, cfg: DegradeConfig, subset: str | None = None) -> Degradation:
+    """Draw one image's degradation.
+
+    ``subset=None`` is the training distribution: clean with probability ``cfg.clean_fraction``;
+    otherwise each fault with its own probability (jitter ``jitter_fraction``, white balance
+    ``wb_prob``, exposure/gamma ``exposure_prob``, blur ``blur_prob``, JPEG ``jpeg_prob``, noise
+    ``noise_prob``). A non-clean draw that drew no fault at all gets the blur, so exactly
+    ``clean_fraction`` of pairs (in expectation) are clean.
+
+    ``subset="colour"``: the jitter always, white balance and exposure with their probabilities on
+    top, camera faults as usual. ``"camera"``: no colour fault, the blur always, JPEG and noise as
+    usual. ``"clean"``: ``Degradation(clean=True)``.
+    """
+    if subset not in (None, *SUBSETS):
+        raise ValueError(f"unknown subset {subset!r}; choose from {SUBSETS} or None")
+    if subset == "clean" or (subset is None and rng.random() < cfg.clean_fraction):
+        return Degradation(clean=True)
+    draws: dict = {}
+    if subset != "camera":
+        if subset == "colour" or rng.random() < cfg.jitter_fraction:
+            draws.update(_jitter_draws(rng, cfg))
+        if rng.random() < cfg.wb_prob:
+            draws.update(_wb_draws(rng, cfg))
+        if rng.random() < cfg.exposure_prob:
+            draws.update(_tone_draws(rng, cfg))
+    blur = subset == "camera" or rng.random() < cfg.blur_prob
+    jpeg_on = rng.random() < cfg.jpeg_prob
+    noise_on = rng.random() < cfg.noise_prob
+    if not (draws or blur or jpeg_on or noise_on):
+        blur = True  # a non-clean pair has at least one fault
+    if blur:
+        draws.update(_blur_draws(rng, cfg))
+    if noise_on:
+        draws.update(noise=float(rng.uniform(0.25 * cfg.noise_max, cfg.noise_max)),
+                     noise_seed=int(rng.integers(2**31)))
+    if jpeg_on:
+        draws.update(jpeg_quality=int(rng.integers(cfg.jpeg_quality_min, cfg.jpeg_quality_max + 1)))
+    return Degradation(**draws)
+
+
 def apply(img: np.ndarray, d: Degradation) -> np.ndarray:
-    """Apply a drawn degradation: colour jitter (if any), then the down-up blur."""
-    out = img
+    """Apply a drawn degradation: colour faults (white balance, exposure/gamma, jitter), then
+    the down-up blur, sensor noise and JPEG recompression. Deterministic for a given ``d``."""
+    out = np.array(img, dtype=np.float32)  # a copy: the input is never modified
+    if d.clean:
+        return out
+    if tuple(d.wb_gains) != (1.0, 1.0, 1.0):
+        out = white_balance(out, d.wb_gains)
+    if d.exposure != 1.0 or d.gamma != 1.0:
+        out = tone(out, d.exposure, d.gamma)
     if d.jitter:
-        out = adjust_brightness(out, d.brightness)
-        out = adjust_contrast(out, d.contrast)
-        out = adjust_saturation(out, d.saturation)
-        out = adjust_hue(out, d.hue)
-    return down_up(out, d.scale).astype(np.float32)
+        out = color_jitter(out, d.brightness, d.contrast, d.saturation, d.hue, d.order)
+    out = down_up(out, d.scale, d.down_kernel, d.up_kernel)
+    if d.noise > 0.0:
+        out = add_noise(out, d.noise, d.noise_seed)
+    if d.jpeg_quality > 0:
+        out = jpeg(out, d.jpeg_quality)
+    return out.astype(np.float32)
 
 
 def apply_uint8(img: np.ndarray, d: Degradation) -> np.ndarray:
-    """:func:`apply` for photos as stored: ``(H, W, 3)`` ``uint8`` in and out (rounded)."""
-    degraded = apply(img.astype(np.float32) / 255.0, d)
-    return np.clip(degraded * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """:func:`apply` for photos as stored: ``(H, W, 3)`` ``uint8`` in and out (rounded). A clean
+    draw returns an exact copy."""
+    if d.clean:
+        return np.array(img, dtype=np.uint8, copy=True)
+    return _to_uint8(apply(img.astype(np.float32) / np.float32(255.0), d))
 
 
 def key_rng(seed: int, key: str) -> np.random.Generator:

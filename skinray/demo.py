@@ -85,10 +85,11 @@ def run_demo(out: str, count: int = DEMO_IMAGES, overrides: dict | None = None) 
 
 
 def _write_poor_photos(folder: Path, cfg: Config, count: int, size: int) -> None:
-    """Held-out synthetic photos (another seed), every one colour-jittered and blurred: the
-    kind of photo patients send."""
-    always = Config().replace({"degrade.jitter_fraction": 1.0}).degrade
+    """Held-out synthetic photos (another seed), every one with a colour fault (the colour
+    jitter, maybe a cast or exposure error) and camera faults as drawn: the kind of photo
+    patients send."""
+    mix = Config().degrade
     for i in range(count):
-        drawn = degrade.sample(degrade.key_rng(cfg.data.seed, f"photo-{i}"), always)
+        drawn = degrade.sample(degrade.key_rng(cfg.data.seed, f"photo-{i}"), mix, subset="colour")
         poor = degrade.apply_uint8(synth.skin_image(seed=1, index=i, size=size), drawn)
         storage.write_bytes(str(folder / f"photo_{i:02d}.jpg"), images.encode(poor, "jpeg", 92))

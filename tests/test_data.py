@@ -37,7 +37,7 @@ def _pairs(ds) -> dict:
     rows = {}
     for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
         for i, key in enumerate(batch["key"]):
-            rows[str(key)] = (bool(batch["jittered"][i]), batch["input"][i], bool(batch["ok"][i]),
+            rows[str(key)] = (str(batch["subset"][i]), batch["input"][i], bool(batch["ok"][i]),
                               str(batch["error"][i]), batch["target"][i])
     return rows
 
@@ -59,21 +59,30 @@ def test_pairs_are_degraded_input_and_clean_target(pipeline):
     cfg, manifest, datasets = pipeline
     rows = _pairs(datasets["train"])
     assert len(rows) == manifest.count("train")
-    jittered, inputs, ok, _, targets = rows["skin_00002.jpg"] if "skin_00002.jpg" in rows else next(iter(rows.values()))
+    _, inputs, ok, _, targets = rows["skin_00002.jpg"] if "skin_00002.jpg" in rows else next(iter(rows.values()))
     assert inputs.shape == targets.shape == (24, 24, 3) and inputs.dtype == np.uint8
-    assert not np.array_equal(inputs, targets), "the input is degraded (at least blurred)"
+    good = [v for v in rows.values() if v[2]]
+    clean = [v for v in good if v[0] == "clean"]
+    faulty = [v for v in good if v[0] != "clean"]
+    assert clean and all(np.array_equal(v[1], v[4]) for v in clean), "clean pairs are bit-exact"
+    changed = np.mean([not np.array_equal(v[1], v[4]) for v in faulty])
+    assert changed > 0.95, "the other inputs are degraded"
 
 
-def test_about_60_percent_jittered_and_a_new_subset_each_epoch(pipeline):
-    _, _, datasets = pipeline
+def test_configured_subset_shares_and_a_new_draw_each_epoch(pipeline):
+    cfg, _, datasets = pipeline
+    d = cfg.degrade
+    colour = (1 - d.clean_fraction) * (1 - (1 - d.jitter_fraction) * (1 - d.wb_prob) * (1 - d.exposure_prob))
     epoch1 = _pairs(datasets["train"])
     epoch2 = _pairs(datasets["train"])
     good = [k for k, v in epoch1.items() if v[2]]
-    share1 = np.mean([epoch1[k][0] for k in good])
-    share2 = np.mean([epoch2[k][0] for k in good])
-    assert 0.48 < share1 < 0.72 and 0.48 < share2 < 0.72, (share1, share2)
+    for epoch in (epoch1, epoch2):
+        share_colour = np.mean([epoch[k][0] == "colour" for k in good])
+        share_clean = np.mean([epoch[k][0] == "clean" for k in good])
+        assert abs(share_colour - colour) < 0.13 and abs(share_clean - d.clean_fraction) < 0.11, (
+            share_colour, share_clean)
     changed = np.mean([epoch1[k][0] != epoch2[k][0] for k in good])
-    assert changed > 0.25, "a different subset is jittered each epoch"
+    assert changed > 0.25, "a different subset is jittered (or left clean) each epoch"
     assert not all(np.array_equal(epoch1[k][1], epoch2[k][1]) for k in good)
 
 
