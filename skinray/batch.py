@@ -7,11 +7,18 @@ Every input key gets one report row: ``ok``, ``skipped-existing`` (a valid outpu
 there: re-runs resume), ``failed`` (with a reason) or ``not-image``. Outputs keep the input's
 relative path; each is written whole (temporary file + rename locally, a single PUT on S3), so
 no partial file is ever visible at a final key. The report goes to ``OUTPUT/_skinray/``.
+
+Paths follow :mod:`skinray.paths`: input and output are resolved (symlinks included) and checked
+once (roots, when the endpoint started the job; the output never equal to, inside or containing
+the input), every local file is then opened without following links, listing does not follow
+links unless ``follow_symlinks``, and an existing file at an output key is replaced only if an
+earlier run wrote it (the ``owned`` column of its manifest).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import sys
 import time
@@ -22,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skinray import checkpoint, images, storage
+from skinray import checkpoint, images, paths, storage
 from skinray.config import EnhanceConfig
 from skinray.errors import SkinrayError
 
@@ -32,6 +39,7 @@ REPORT_SCHEMA = pa.schema([
     ("key", pa.string()), ("output_key", pa.string()), ("status", pa.string()), ("reason", pa.string()),
     ("bytes_in", pa.int64()), ("bytes_out", pa.int64()), ("width", pa.int32()), ("height", pa.int32()),
     ("seconds", pa.float64()),
+    ("owned", pa.bool_()),  # the file at output_key was written by skinray (this run or an earlier one)
 ])
 _EXT = {"png": ".png", "jpeg": ".jpg"}
 
@@ -59,20 +67,61 @@ def encode_for(key: str, rgb: np.ndarray, quality: int) -> bytes:
 
 def _row(key: str, out_key: str = "", status: str = "todo", reason: str = "", **extra: Any) -> dict[str, Any]:
     row = {"key": key, "output_key": out_key, "status": status, "reason": reason, "bytes_in": 0,
-           "bytes_out": 0, "width": 0, "height": 0, "seconds": 0.0}
+           "bytes_out": 0, "width": 0, "height": 0, "seconds": 0.0, "owned": False}
     row.update(extra)
     return row
 
 
-def plan(cfg: EnhanceConfig, s3: storage.S3Options | None) -> tuple[list[dict], list[dict]]:
+def _read(location: str, s3, follow_symlinks: bool = False) -> bytes:
+    """Bytes of an input or output: local files opened without following links."""
+    if storage.is_s3(location):
+        return storage.read_bytes(location, s3)
+    return paths.read_file(location, follow_symlinks=follow_symlinks)
+
+
+def _write(location: str, data: bytes, s3, replace: bool) -> None:
+    if storage.is_s3(location):
+        storage.write_bytes(location, data, s3)
+    else:
+        paths.write_file(location, data, replace=replace)
+
+
+def _list(loc: paths.Location, s3, follow_symlinks: bool = False) -> list[paths.Listed]:
+    if loc.kind == "local":
+        return paths.list_local(loc.path, follow_symlinks)
+    return [paths.Listed(e.key, e.uri, e.size) for e in storage.list_files(loc.uri, s3)]
+
+
+def previous_outputs(dst: paths.Location, s3) -> set[str]:
+    """Output keys that an earlier run wrote, from its manifest (none if there is no readable
+    manifest: then nothing already there counts as skinray's)."""
+    try:
+        data = _read(dst.join(f"{REPORT_DIR}/manifest.parquet"), s3)
+        table = pq.read_table(pa.BufferReader(data))
+    except (SkinrayError, OSError, ValueError, pa.ArrowException):
+        return set()
+    rows = table.select([c for c in ("output_key", "status", "owned") if c in table.column_names]).to_pylist()
+    if "owned" in table.column_names:
+        return {r["output_key"] for r in rows if r["owned"] and r["output_key"]}
+    return {r["output_key"] for r in rows if r["status"] == "ok" and r["output_key"]}  # older manifests
+
+
+def plan(cfg: EnhanceConfig, s3: storage.S3Options | None, src: paths.Location | None = None,
+         dst: paths.Location | None = None) -> tuple[list[dict], list[dict]]:
     """(rows to process, rows already final). Lists the input once and the output once."""
-    inputs = storage.list_files(cfg.input, s3)
-    existing: dict[str, int] = {}
-    if storage.exists(cfg.output, s3):
-        existing = {e.key: e.size for e in storage.list_files(cfg.output, s3)}
+    if src is None or dst is None:
+        src, dst = paths.check_job(cfg.input, cfg.output, None, cfg.overwrite, cfg.follow_symlinks)
+    inputs = _list(src, s3, cfg.follow_symlinks)
+    existing: set[str] = set()
+    if dst.kind == "local" and os.path.lexists(dst.path) or dst.kind == "s3" and storage.exists(dst.uri, s3):
+        existing = {e.key for e in _list(dst, s3)}
+    ours = previous_outputs(dst, s3) if existing else set()
     todo, final = [], []
     for entry in inputs:
         if entry.key.startswith(REPORT_DIR + "/"):
+            continue
+        if entry.problem:
+            final.append(_row(entry.key, status="failed", reason=entry.problem, bytes_in=entry.size))
             continue
         if not images.is_image_key(entry.key):
             final.append(_row(entry.key, status="not-image", reason="no image extension",
@@ -83,16 +132,23 @@ def plan(cfg: EnhanceConfig, s3: storage.S3Options | None) -> tuple[list[dict], 
         except ValueError as exc:
             final.append(_row(entry.key, status="failed", reason=str(exc), bytes_in=entry.size))
             continue
-        todo.append({**_row(entry.key, out_key, bytes_in=entry.size), "src": entry.uri,
-                     "dst": storage.join(cfg.output, out_key),
-                     "exists": (not cfg.overwrite) and existing.get(out_key, 0) > 0})
+        present, owned = out_key in existing, out_key in ours
+        if present and not owned and cfg.overwrite:
+            final.append(_row(entry.key, out_key, status="failed", bytes_in=entry.size,
+                              reason=f"output {out_key!r} exists and no earlier skinray run wrote it "
+                                     f"(overwrite replaces only skinray's outputs): not replaced"))
+            continue
+        todo.append({**_row(entry.key, out_key, bytes_in=entry.size, owned=owned), "src": entry.path,
+                     "dst": dst.join(out_key), "exists": present and not cfg.overwrite,
+                     "replace": present and owned, "foreign": present and not owned})
     return todo, final
 
 
 # ----------------------------------------------------------------------------- Ray Data stages
 
 
-def read_decode(batch: dict[str, np.ndarray], *, max_pixels: int, s3) -> dict[str, np.ndarray]:
+def read_decode(batch: dict[str, np.ndarray], *, max_pixels: int, s3,
+                follow_symlinks: bool = False) -> dict[str, np.ndarray]:
     """CPU task: read and decode each input (or validate its existing output)."""
     n = len(batch["key"])
     pixels, status, reason = [b""] * n, list(batch["status"]), list(batch["reason"])
@@ -103,13 +159,18 @@ def read_decode(batch: dict[str, np.ndarray], *, max_pixels: int, s3) -> dict[st
         try:
             if batch["exists"][i]:
                 try:
-                    existing = storage.read_bytes(str(batch["dst"][i]), s3)
+                    existing = _read(str(batch["dst"][i]), s3)
                     width[i], height[i], _ = images.probe(existing, max_pixels)
                     status[i], bytes_out[i] = "skipped-existing", len(existing)
                     continue
-                except SkinrayError:
-                    pass  # an invalid output is redone
-            rgb = images.decode(storage.read_bytes(str(batch["src"][i]), s3), max_pixels)
+                except SkinrayError as exc:
+                    if batch["foreign"][i]:  # not ours: never replaced, whatever it holds
+                        status[i], reason[i] = "failed", (
+                            f"output {batch['output_key'][i]!r} exists, is not a valid image ({exc}) and no "
+                            f"earlier skinray run wrote it: not replaced")
+                        continue
+                    # an invalid output that skinray wrote is redone
+            rgb = images.decode(_read(str(batch["src"][i]), s3, follow_symlinks), max_pixels)
             height[i], width[i] = rgb.shape[:2]
             pixels[i] = rgb.tobytes()
         except SkinrayError as exc:
@@ -153,6 +214,7 @@ def encode_write(batch: dict[str, np.ndarray], *, quality: int, s3) -> dict[str,
     """CPU task: encode each enhanced image by its output extension and write it whole."""
     status, reason = list(batch["status"]), list(batch["reason"])
     bytes_out, seconds = np.array(batch["bytes_out"], np.int64), np.array(batch["seconds"], np.float64)
+    owned = np.array(batch["owned"], bool)
     for i, state in enumerate(status):
         if state != "todo":
             continue
@@ -161,14 +223,15 @@ def encode_write(batch: dict[str, np.ndarray], *, quality: int, s3) -> dict[str,
             rgb = np.frombuffer(batch["pixels"][i], np.uint8).reshape(int(batch["height"][i]),
                                                                       int(batch["width"][i]), 3)
             data = encode_for(str(batch["output_key"][i]), rgb, quality)
-            storage.write_bytes(str(batch["dst"][i]), data, s3)
-            status[i], bytes_out[i] = "ok", len(data)
+            _write(str(batch["dst"][i]), data, s3, replace=bool(batch["replace"][i]))
+            status[i], bytes_out[i], owned[i] = "ok", len(data), True
         except (SkinrayError, OSError, ValueError) as exc:
             status[i], reason[i] = "failed", f"write: {exc}"
         seconds[i] += time.perf_counter() - started
     return {**{name: batch[name] for name in ("key", "output_key", "bytes_in", "width", "height")},
             "status": np.array(status, dtype=object),
-            "reason": np.array(reason, dtype=object), "bytes_out": bytes_out, "seconds": seconds}
+            "reason": np.array(reason, dtype=object), "bytes_out": bytes_out, "seconds": seconds,
+            "owned": owned}
 
 
 # ----------------------------------------------------------------------------- the job
@@ -217,29 +280,59 @@ class _Progress:
                   f"{self.counts['not-image']}) {rate:.1f} files/s ETA {eta:.0f}s", file=sys.stderr, flush=True)
 
 
+def wait_for_resources(cfg: EnhanceConfig, poll_s: float = 1.0) -> None:
+    """Wait (at most ``cfg.resource_wait_s``) until the cluster has what the model actors ask
+    for (``workers`` GPUs with ``gpu``, else ``workers`` CPUs); then fail with a clear error
+    rather than leave the job waiting forever. An autoscaling cluster may add nodes meanwhile."""
+    import ray
+
+    need = {"GPU": float(cfg.workers)} if cfg.gpu else {"CPU": float(cfg.workers)}
+    deadline = time.monotonic() + cfg.resource_wait_s
+    while True:
+        have = ray.cluster_resources()
+        if all(have.get(k, 0.0) >= v for k, v in need.items()):
+            return
+        if time.monotonic() >= deadline:
+            what = ", ".join(f"{v:g} {k}" for k, v in need.items())
+            has = ", ".join(f"{have.get(k, 0.0):g} {k}" for k in need)
+            hint = ("run without gpu, or on a cluster with GPU workers" if cfg.gpu
+                    else "lower enhance.workers")
+            raise SkinrayError(f"enhance: the model actors need {what} ({cfg.workers} workers"
+                               f"{', gpu' if cfg.gpu else ''}) but the cluster has {has} after waiting "
+                               f"{cfg.resource_wait_s:g}s (enhance.resource_wait_s); {hint}")
+        time.sleep(poll_s)
+
+
 def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: str | None = None,
-        on_progress: ProgressCallback | None = None) -> EnhanceSummary:
+        on_progress: ProgressCallback | None = None, roots: paths.Roots | None = None) -> EnhanceSummary:
     """Enhance every image under ``cfg.input`` into ``cfg.output``; write the report.
 
-    ``on_progress(counts, total)`` is called at most once a second and once at the end."""
+    ``on_progress(counts, total)`` is called at most once a second and once at the end.
+    ``roots`` (the endpoint's) confines input and output; the checks are made here, where the
+    job runs, on the paths as this node resolves them."""
     import ray.data
 
     from skinray.runtime import init_ray
 
     cfg.validate()
+    src, dst = paths.check_job(cfg.input, cfg.output, roots, cfg.overwrite, cfg.follow_symlinks)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     started = time.time()
     model = checkpoint.load(cfg.model, s3=s3)  # fail fast, before Ray, on a bad model URI
-    todo, final = plan(cfg, s3)
+    todo, final = plan(cfg, s3, src, dst)
     progress = _Progress(len(todo) + len(final), callback=on_progress)
     progress.add(r["status"] for r in final)
     rows = list(final)
     if todo:
         init_ray(ray_address)
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        wait_for_resources(cfg)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.wait_for_min_actors_s = max(1, int(cfg.resource_wait_s))  # the actors, once resources exist
         ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // cfg.batch_size, 1000)))
         ds = ds.map_batches(read_decode, batch_format="numpy", batch_size=cfg.batch_size,
-                            fn_kwargs={"max_pixels": cfg.max_pixels, "s3": s3})
+                            fn_kwargs={"max_pixels": cfg.max_pixels, "s3": s3,
+                                       "follow_symlinks": cfg.follow_symlinks})
         ds = ds.map_batches(EnhanceStage, batch_format="numpy", batch_size=cfg.batch_size,
                             fn_constructor_kwargs={"model_uri": cfg.model, "s3": s3, "tile": cfg.tile,
                                                    "margin": cfg.tile_margin},
@@ -253,19 +346,19 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
             progress.add(r["status"] for r in new)
     seconds = time.time() - started
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-    report = storage.join(cfg.output, REPORT_DIR)
-    manifest_uri, summary_uri = storage.join(report, "manifest.parquet"), storage.join(report, "summary.json")
+    manifest_uri = dst.join(f"{REPORT_DIR}/manifest.parquet")
+    summary_uri = dst.join(f"{REPORT_DIR}/summary.json")
     table = pa.Table.from_pylist([{k: r[k] for k in REPORT_SCHEMA.names} for r in rows], schema=REPORT_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table.sort_by("key"), sink)
-    storage.write_bytes(manifest_uri, sink.getvalue().to_pybytes(), s3)
+    _write(manifest_uri, sink.getvalue().to_pybytes(), s3, replace=True)
     summary = EnhanceSummary(counts=counts, total=len(rows), seconds=seconds,
                              images_per_s=counts["ok"] / seconds if seconds > 0 else 0.0,
                              model_id=model.model_id, manifest_uri=manifest_uri, summary_uri=summary_uri, rows=rows)
-    storage.write_bytes(summary_uri, json.dumps({
+    _write(summary_uri, json.dumps({
         "input": cfg.input, "output": cfg.output, "model": cfg.model, "model_id": model.model_id,
         "counts": counts, "total": len(rows), "seconds": seconds, "images_per_s": summary.images_per_s,
         "started": started_at, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "format": cfg.format, "quality": cfg.quality,
-    }, indent=2).encode(), s3)
+    }, indent=2).encode(), s3, replace=True)
     return summary

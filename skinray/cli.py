@@ -115,7 +115,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 _ENHANCE_FLAGS = ("model", "input", "output", "format", "quality", "overwrite", "workers", "gpu",
-                  "batch_size", "max_pixels")
+                  "batch_size", "max_pixels", "follow_symlinks")
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
@@ -215,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint: a run folder (loads its best) or a checkpoint folder")
     p.add_argument("--format", help="same (default) | png | jpeg")
     p.add_argument("--quality", type=int, help="JPEG quality (default 95)")
-    p.add_argument("--overwrite", action="store_true", default=None, help="redo outputs that already exist")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="redo outputs that already exist (only files an earlier skinray run wrote)")
+    p.add_argument("--follow-symlinks", action="store_true", default=None,
+                   help="list and read through symbolic links (loops detected); default: a link is a failed row")
     p.add_argument("--workers", type=int, help="model actors (default 1)")
     p.add_argument("--gpu", action="store_true", default=None, help="one GPU per model actor")
     p.add_argument("--batch-size", type=int, help="images per model call (default 8)")

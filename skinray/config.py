@@ -217,6 +217,8 @@ class EnhanceConfig:
     max_pixels: int = 100_000_000  # refuse larger images before decoding (decompression bombs)
     tile: int = 512  # images larger than this (px per side) are enhanced in overlapping tiles
     tile_margin: int = 32
+    follow_symlinks: bool = False  # list and read through symlinks (loops detected); else links are failed rows
+    resource_wait_s: float = 300.0  # how long to wait for the CPUs/GPUs the model actors need, then fail
 
     def validate(self) -> None:
         for name in ("model", "input", "output"):
@@ -229,8 +231,10 @@ class EnhanceConfig:
         _require(self.max_pixels >= 1, "enhance.max_pixels", f"must be >= 1, got {self.max_pixels}")
         _require(self.tile > 2 * self.tile_margin >= 0, "enhance.tile",
                  f"must exceed twice enhance.tile_margin, got {self.tile} and {self.tile_margin}")
+        _require(self.resource_wait_s > 0, "enhance.resource_wait_s", f"must be > 0, got {self.resource_wait_s}")
         _require(self.input.rstrip("/") != self.output.rstrip("/"), "enhance.output",
-                 "must differ from enhance.input (outputs never overwrite the originals)")
+                 "must differ from enhance.input (outputs never overwrite the originals; the job also "
+                 "refuses an output inside or containing the input, after resolving links)")
 
 
 @dataclass(frozen=True)

@@ -71,17 +71,17 @@ def _s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
 
 
 def resolve(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
-    """URI -> (pyarrow filesystem, path inside it). Local paths become absolute."""
-    if is_s3(uri):
-        path = uri[len("s3://"):].strip("/")
-        if not path:
-            raise StorageError(f"{uri}: an S3 URI needs a bucket, as in s3://bucket/prefix")
-        return _s3_filesystem(s3 or S3Options.from_env()), path
-    if uri.startswith("file://"):
-        uri = urlparse(uri).path
-    elif "://" in uri:
-        raise StorageError(f"{uri}: unsupported scheme; use a local path, file:// or s3://")
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+    """URI -> (pyarrow filesystem, path inside it). Local paths become absolute.
+
+    The URI is read by :func:`skinray.paths.parse`, the one parser: a ``?`` or ``#`` in a local
+    path or ``file://`` URI is refused (never silently dropped), ``file://host/`` is refused, S3
+    keys are literal."""
+    from skinray import paths
+
+    loc = paths.parse(uri)
+    if loc.kind == "s3":
+        return _s3_filesystem(s3 or S3Options.from_env()), loc.path
+    return pafs.LocalFileSystem(), loc.path
 
 
 def _explain(uri: str, exc: BaseException) -> StorageError:

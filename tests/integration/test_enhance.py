@@ -172,3 +172,107 @@ def test_interrupted_run_resumes_without_duplicates(model_dir, tmp_path):
     assert len(rows) == 150 and statuses.count("skipped-existing") >= done_before - 2
     assert set(statuses) <= {"ok", "skipped-existing"}
     assert "150 files" in second.stdout and "report" in second.stdout
+
+
+# --- hostile folders (issue 15 cases 2-5 and 8) ------------------------------------------------
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skinray.cli", "enhance", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_hostile_folder_every_entry_gets_a_row_and_the_job_goes_on(model_dir, tmp_path):
+    """Case 4: a name with invalid UTF-8 bytes killed the job; case 5: 'loop -> .' made 246 rows
+    (two loops: exponential), a dangling link got no row."""
+    src, outside = tmp_path / "in", tmp_path / "outside"
+    synth.write_dataset(str(src), 3, size=40)
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(_jpeg(synth.skin_image(3, 3, 40)))
+    with open(os.path.join(os.fsencode(src), b"bad\xff.jpg"), "wb") as handle:
+        handle.write(_jpeg(synth.skin_image(3, 4, 40)))
+    (src / "loop").symlink_to(".")
+    (src / "loop2").symlink_to(".")
+    (src / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (src / "secret.jpg").symlink_to(outside / "secret.jpg")
+    out = tmp_path / "out"
+    started = time.time()
+    result = _cli(str(src), str(out), "--model", str(model_dir), "--format", "png")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and time.time() - started < 300
+    rows = {r["key"]: r for r in pq.read_table(out / "_skinray" / "manifest.parquet").to_pylist()}
+    assert sorted(rows) == ["bad\\xff.jpg", "dangling.jpg", "loop", "loop2", "secret.jpg",
+                            "skin_00000.jpg", "skin_00001.jpg", "skin_00002.jpg"]
+    assert [rows[f"skin_0000{i}.jpg"]["status"] for i in range(3)] == ["ok"] * 3
+    for key, why in (("bad\\xff.jpg", "not valid UTF-8"), ("dangling.jpg", "dangling"),
+                     ("loop", "not followed"), ("loop2", "not followed"), ("secret.jpg", "not followed")):
+        assert rows[key]["status"] == "failed" and why in rows[key]["reason"], rows[key]
+    assert sorted(p.name for p in out.iterdir()) == ["_skinray", "skin_00000.png", "skin_00001.png",
+                                                     "skin_00002.png"], "nothing read through a link"
+
+    followed = _cli(str(src), str(tmp_path / "out2"), "--model", str(model_dir), "--format", "png",
+                    "--follow-symlinks")
+    assert followed.returncode == 0, followed.stderr[-3000:]
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "out2" / "_skinray" / "manifest.parquet").to_pylist()}
+    assert len(rows) == 8 and rows["secret.jpg"]["status"] == "ok", rows["secret.jpg"]
+    assert "loop" in rows["loop"]["reason"] and "loop" in rows["loop2"]["reason"]
+
+
+@pytest.mark.parametrize("output", ["{in}/.", "{in}/sub", "{parent}", "{alias}"])
+def test_output_among_the_originals_is_refused_by_the_cli(model_dir, tmp_path, output):
+    """Case 3: output 'IN/.' with overwrite replaced every original; nested folders unchecked."""
+    src = tmp_path / "archive" / "in"
+    synth.write_dataset(str(src), 2, size=32)
+    (tmp_path / "alias").symlink_to(src)
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    out = output.format(**{"in": src, "parent": src.parent, "alias": tmp_path / "alias"})
+    result = _cli(str(src), out, "--model", str(model_dir), "--overwrite", timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "outputs never go among the originals" in result.stderr
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+
+def test_overwrite_replaces_only_what_skinray_wrote(ray_local, model_dir, tmp_path):
+    """Files already at output keys that no skinray run wrote are never replaced, with or
+    without overwrite (a valid one is skipped, any other is a failed row); a symlink planted at
+    an output key is not written through."""
+    src, out, elsewhere = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
+    synth.write_dataset(str(src), 4, size=40)
+    out.mkdir()
+    elsewhere.mkdir()
+    theirs = _png(synth.skin_image(5, 5, 40))
+    (out / "skin_00000.png").write_bytes(theirs)  # someone's valid image
+    (out / "skin_00001.png").write_bytes(b"someone's notes")  # someone's file, not an image
+    (elsewhere / "victim.png").write_bytes(b"victim")
+    (out / "skin_00002.png").symlink_to(elsewhere / "victim.png")
+    cfg = EnhanceConfig(model=str(model_dir), input=str(src), output=str(out), format="png")
+    rows = {r["key"]: r for r in batch.run(cfg).rows}
+    assert rows["skin_00000.jpg"]["status"] == "skipped-existing"
+    assert rows["skin_00001.jpg"]["status"] == "failed" and "not replaced" in rows["skin_00001.jpg"]["reason"]
+    assert rows["skin_00002.jpg"]["status"] == "failed" and "not replaced" in rows["skin_00002.jpg"]["reason"]
+    assert rows["skin_00003.jpg"]["status"] == "ok" and rows["skin_00003.jpg"]["owned"]
+
+    again = {r["key"]: r for r in batch.run(EnhanceConfig(**{**cfg.__dict__, "overwrite": True})).rows}
+    for key in ("skin_00000.jpg", "skin_00001.jpg", "skin_00002.jpg"):
+        assert again[key]["status"] == "failed" and "no earlier skinray run wrote it" in again[key]["reason"]
+    assert again["skin_00003.jpg"]["status"] == "ok", "skinray's own output is redone"
+    assert (out / "skin_00000.png").read_bytes() == theirs
+    assert (out / "skin_00001.png").read_bytes() == b"someone's notes"
+    assert (elsewhere / "victim.png").read_bytes() == b"victim" and (out / "skin_00002.png").is_symlink()
+    third = {r["key"]: r for r in batch.run(EnhanceConfig(**{**cfg.__dict__, "overwrite": True})).rows}
+    assert third["skin_00003.jpg"]["status"] == "ok", "ownership is carried from manifest to manifest"
+
+
+def test_a_gpu_job_on_a_cluster_without_gpus_fails_after_a_bounded_wait(ray_local, model_dir, tmp_path):
+    """Case 8: {"gpu": true} stayed RUNNING forever."""
+    import ray
+
+    from skinray.errors import SkinrayError
+
+    assert ray.cluster_resources().get("GPU", 0) == 0
+    synth.write_dataset(str(tmp_path / "in"), 1, size=32)
+    cfg = EnhanceConfig(model=str(model_dir), input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                        gpu=True, resource_wait_s=3)
+    started = time.time()
+    with pytest.raises(SkinrayError, match=r"need 1 GPU .* cluster has 0 GPU after waiting 3s"):
+        batch.run(cfg)
+    assert time.time() - started < 30
