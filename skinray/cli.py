@@ -140,8 +140,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from skinray import checkpoint, storage
     from skinray.serving import AppArgs, read_api_key, serve_forever
 
+    from skinray import paths
+
     app_args = AppArgs(model=args.model, api_key_file=args.api_key_file, s3_endpoint=args.s3_endpoint,
-                       batch_roots=args.batch_roots)
+                       batch_roots=args.batch_roots, batch_writable_roots=args.batch_writable_roots or [])
+    if app_args.batch_writable_roots and not app_args.batch_roots:
+        raise SkinrayError("serve: --batch-writable-roots needs --batch-roots (archive jobs are off without it)")
+    if app_args.batch_roots:
+        paths.check_roots_config(app_args.roots())
     key = read_api_key(app_args)  # an empty or missing key file stops here, not in a replica
     if key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         raise SkinrayError(f"serve: refusing to listen on {args.host} without an API key: set "
@@ -235,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-file", help="file holding the API key (default: env SKINRAY_API_KEY, else none)")
     p.add_argument("--batch-roots", action="append", metavar="URI",
-                   help="POST /v1/batch may only read and write under this root (repeatable; default: anywhere)")
+                   help="turn archive jobs (POST /v1/batch) on: their input and output must resolve under "
+                        "this root (repeatable; default: archive jobs are off)")
+    p.add_argument("--batch-writable-roots", action="append", metavar="URI",
+                   help="jobs may use overwrite: true for outputs under this root (inside a --batch-roots "
+                        "root; repeatable; default: nowhere)")
     p.add_argument("--s3-endpoint")
     p.add_argument("--ray-address")
     p.set_defaults(func=cmd_serve)

@@ -23,3 +23,8 @@ class ImageDecodeError(SkinrayError):
 
 class CheckpointError(SkinrayError):
     """A checkpoint is missing, incomplete or of an unknown format."""
+
+
+class EnhanceStopped(Exception):
+    """An enhancement was stopped between tiles because its ``should_stop`` callback said so
+    (the client went away or the request's deadline passed). Not a user error."""

@@ -8,79 +8,170 @@ all become the same thing: an ``(H, W, 3)`` ``uint8`` array, upright as a viewer
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from skinray.errors import ImageDecodeError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+# The Pillow plugins skinray opens, and no other: anything else (ICO, GIF, PSD, ...) is refused
+# before a plugin parses it. (JPEGs from cameras that add a preview frame open as JPEG and report
+# format "MPO"; their first frame is the photo.)
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
 DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard: refuse larger images before decoding
+STRIP_PIXELS = 1 << 18  # conversion to RGB works on strips of about this many pixels
+_ORIENTATION = 0x0112
+
+# Magic numbers of formats that are images but not ones skinray reads (for a clear refusal).
+_FOREIGN = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"\x00\x00\x01\x00", "ICO"), (b"\x00\x00\x02\x00", "CUR"),
+            (b"8BPS", "PSD"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
+            (b"icns", "ICNS"), (b"qoif", "QOI"), (b"DDS ", "DDS"), (b"BM", "BMP"), (b"%PDF", "PDF"))
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The header declares more pixels than allowed (checked before any pixel is decoded)."""
+
+    def __init__(self, message: str, pixels: int, limit: int):
+        super().__init__(message)
+        self.pixels, self.limit = pixels, limit
+
+
+class UnsupportedFormatError(ImageDecodeError):
+    """The bytes are an image format skinray does not read (or not the one they claim to be)."""
+
+    def __init__(self, message: str, fmt: str):
+        super().__init__(message)
+        self.format = fmt
 
 
 def is_image_key(key: str) -> bool:
     return key.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> (H, W, 3) uint8. Alpha is composited onto white."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        top = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
-        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-    return np.asarray(img.convert("RGB"))
+def _too_large(width: int, height: int, max_pixels: int) -> ImageTooLargeError:
+    return ImageTooLargeError(f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+                              f"(possible decompression bomb)", width * height, max_pixels)
 
 
-def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, str]:
-    """Read only the header: (width, height, format). Raises ImageDecodeError if not an image
-    or if its declared pixel count exceeds ``max_pixels``."""
+def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image:
+    """Parse the header only, with the allowed plugins only; check the declared size."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
+    Image.init()  # registers every plugin, so that the allowed ones can be named
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            img = Image.open(io.BytesIO(data), formats=list(formats))
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard (2 x Image.MAX_IMAGE_PIXELS) fired while opening: the declared
+        # size is in its message. Report it as what it is, an image over the limit.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found.group(1)) if found else 0
+        raise ImageTooLargeError(f"declared {pixels if pixels else 'more than ' + str(2 * Image.MAX_IMAGE_PIXELS)} "
+                                 f"pixels exceeds the limit of {max_pixels} (possible decompression bomb)",
+                                 pixels, max_pixels) from None
+    except UnidentifiedImageError:
+        for magic, name in _FOREIGN:
+            if data.startswith(magic) and name.upper() not in formats:
+                raise UnsupportedFormatError(f"{name} is not a supported image format (supported: "
+                                             f"{', '.join(formats)})", name) from None
         raise ImageDecodeError("not a recognised image format") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"unreadable image header ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - hostile headers can upset a plugin in many ways
+        raise ImageDecodeError(f"unreadable image header ({type(exc).__name__}: {exc})") from None
     width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"the header declares an empty image ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageDecodeError(f"{width}x{height} = {width * height} pixels exceeds the limit of "
-                               f"{max_pixels} (possible decompression bomb)")
-    return width, height, img.format or "unknown"
+        raise _too_large(width, height, max_pixels)
+    return img
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+          formats: tuple[str, ...] = IMAGE_FORMATS) -> tuple[int, int, str]:
+    """Read only the header: (width, height, format). Raises ImageDecodeError if not an image
+    of the allowed ``formats``, :class:`ImageTooLargeError` if its declared pixel count (of the
+    first frame, the one decoded) exceeds ``max_pixels``."""
+    img = _open(data, max_pixels, formats)
+    return img.size[0], img.size[1], img.format or "unknown"
+
+
+def _strip_rgb(strip: Image.Image, mode: str, top: float, alpha: bool) -> np.ndarray:
+    """One horizontal strip -> (h, w, 3) or (h, w, 1) uint8, the same numbers as converting the
+    whole image at once."""
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(strip, dtype=np.float64)  # strip-sized: a few MB
+        return np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[:, :, None]
+    if alpha:
+        rgba = strip.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(strip.convert("RGB"))
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8, converted strip by strip: the only full-size arrays
+    are the decoded image and the result (no full-size float or RGBA copies). Alpha is
+    composited onto white; 16-bit and 32-bit gray are scaled to 8 bits."""
+    width, height = img.size
+    mode = img.mode
+    top = 255.0
+    if mode.startswith("I;16"):
+        top = 65535.0
+    elif mode == "I":
+        top = 65535.0 if (img.getextrema()[1] or 0) > 255 else 255.0
+    elif mode == "F":
+        top = 1.0 if (img.getextrema()[1] or 0) <= 1.0 else 255.0
+    alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info)
+    out = np.empty((height, width, 3), np.uint8)
+    rows = max(1, STRIP_PIXELS // width)
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        out[y0:y1] = _strip_rgb(img.crop((0, y0, width, y1)), mode, top, alpha)
+    return out
+
+
+def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (as ``ImageOps.exif_transpose`` does) to an (H, W, 3) array."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+    op = ops.get(orientation)
+    return rgb if op is None else np.ascontiguousarray(op(rgb))
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+           formats: tuple[str, ...] = IMAGE_FORMATS) -> np.ndarray:
     """Image bytes -> upright RGB, ``(H, W, 3)`` ``uint8``.
 
-    Raises :class:`ImageDecodeError` (with a reason) for empty, truncated or non-image bytes and
-    for images over ``max_pixels``, checked from the header before pixels are decoded.
+    Raises :class:`ImageDecodeError` (with a reason) for empty, truncated or non-image bytes,
+    :class:`UnsupportedFormatError` for formats outside ``formats`` and
+    :class:`ImageTooLargeError` for images over ``max_pixels``, checked from the header before
+    pixels are decoded. Multi-frame files (TIFF pages, animated PNG/WebP, MPO JPEGs) give their first
+    frame, whose size is the one checked. Peak memory is about the decoded image in its own
+    mode plus the RGB result (e.g. 2 + 3 bytes per pixel for 16-bit gray, 4 + 3 for RGBA).
     """
-    probe(data, max_pixels)
+    img = _open(data, max_pixels, formats)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
             img.load()
-            img = ImageOps.exif_transpose(img)
+            if img.size[0] * img.size[1] > max_pixels:  # a plugin may size the frame on load
+                raise _too_large(img.size[0], img.size[1], max_pixels)
+            orientation = img.getexif().get(_ORIENTATION, 1)
             rgb = _to_rgb(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"cannot decode image ({exc})") from None
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hostile body must not become a 500
+        raise ImageDecodeError(f"cannot decode image ({type(exc).__name__}: {exc})") from None
+    finally:
+        img.close()
+    del img  # the decoded pixels go before the oriented copy is made
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageDecodeError(f"decoded to unexpected shape {rgb.shape}")
-    return np.ascontiguousarray(rgb)
+    return _orient(rgb, orientation if isinstance(orientation, int) else 1)
 
 
 ENCODERS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}

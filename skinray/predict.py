@@ -13,13 +13,14 @@ whole-image context.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from skinray import checkpoint, storage
 from skinray.checkpoint import LoadedModel
+from skinray.errors import EnhanceStopped
 
 DEFAULT_TILE = 512  # pixels per side of the window fed to the model
 DEFAULT_MARGIN = 32  # context pixels around each kept tile; >= the model's receptive radius
@@ -84,15 +85,18 @@ class Enhancer:
         count = image.shape[0] * image.shape[1]
         return self.model.context_from_means(feature_sum / count, pixel_sum / count)  # (1, C, 1, 1)
 
-    def _tiled(self, image: np.ndarray) -> np.ndarray:
+    def _tiled(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         context = self._whole_image_context(image) if self.model.uses_global_context else None
         out = np.empty_like(image)
         for kept, window, centre in self._windows(*image.shape[:2]):
+            if should_stop is not None and should_stop():  # checked between tiles
+                raise EnhanceStopped("stopped between tiles (should_stop)")
             enhanced = self._forward(image[None, window[0], window[1]], context)[0]
             out[kept] = enhanced[centre]
         return out
 
-    def enhance_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def enhance_batch(self, images: Sequence[np.ndarray],
+                      should_stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
         """Enhance any number of images of any sizes. Images of equal size that fit in one tile
         share a forward pass; larger ones are tiled. Returns uint8 arrays of the input shapes."""
         results: list[np.ndarray | None] = [None] * len(images)
@@ -102,7 +106,7 @@ class Enhancer:
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected an (H, W, 3) uint8 image, got shape {image.shape}")
             if max(image.shape[:2]) > self.tile:
-                results[i] = self._tiled(image)
+                results[i] = self._tiled(image, should_stop)
             else:
                 same_size[image.shape[:2]].append(i)
         for indices in same_size.values():
@@ -111,5 +115,5 @@ class Enhancer:
                 results[i] = out
         return results  # type: ignore[return-value]
 
-    def enhance(self, image: np.ndarray) -> np.ndarray:
-        return self.enhance_batch([image])[0]
+    def enhance(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        return self.enhance_batch([image], should_stop)[0]

@@ -6,9 +6,16 @@
 Routes: ``GET /`` (a page: pick a photo, see it enhanced, download it), ``POST /v1/enhance``
 (image bytes or a multipart ``file`` field in, enhanced PNG/JPEG out), ``POST /v1/batch`` and
 ``GET /v1/batch/{id}`` (archive jobs on the cluster), ``GET /healthz``, ``GET /readyz``,
-``GET /v1/model``. Every bad request is a JSON 4xx; overload is a 503 with ``Retry-After``.
-Inference goes through the same :class:`skinray.predict.Enhancer` as the batch job, with
-concurrent requests batched.
+``GET /v1/model``, ``GET /openapi.json``. Every bad request is a JSON 4xx; overload is a 503
+with ``Retry-After``. Inference goes through the same :class:`skinray.predict.Enhancer` as the
+batch job, with concurrent requests batched.
+
+Bounded cost per request: the body is bounded (``max_body_bytes``), the header decides the
+format (only JPEG, PNG, WebP, TIFF; it must match the Content-Type) and the pixel count
+(``max_pixels``, before decoding); a replica decodes at most ``max_inflight_pixels`` pixels at
+once (others wait, within their deadline); every request has a deadline
+(``request_timeout_s``: 503 past it) and stops between tiles once its client has gone.
+Archive jobs are off unless ``batch_roots`` names roots (:mod:`skinray.paths` is the policy).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at run time.
@@ -18,7 +25,7 @@ import dataclasses
 import functools
 import hmac
 import os
-import posixpath
+import threading
 import time
 import uuid
 from importlib import resources
@@ -35,9 +42,13 @@ from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skinray import images
-from skinray.errors import ImageDecodeError, SkinrayError
+from skinray.errors import EnhanceStopped, ImageDecodeError, SkinrayError
 
-SUPPORTED_TYPES = {"image/jpeg", "image/jpg", "image/png", "image/webp", "image/tiff"}
+# Content-Type -> the Pillow formats the body may be; anything else is 415.
+TYPE_FORMATS = {"image/jpeg": ("JPEG", "MPO"), "image/jpg": ("JPEG", "MPO"), "image/png": ("PNG",),
+                "image/webp": ("WEBP",), "image/tiff": ("TIFF",)}
+SUPPORTED_TYPES = set(TYPE_FORMATS)
+ENDPOINT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")  # the README's list; BMP only in archive jobs
 MEDIA = {"png": "image/png", "jpeg": "image/jpeg"}
 RETRY_AFTER_S = 1
 
@@ -48,8 +59,16 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str  # checkpoint URI: a run folder (its best model) or a checkpoint folder, local or s3://
-    max_body_bytes: int = 20 * 2**20
-    max_pixels: int = 50_000_000
+    max_body_bytes: int = Field(20 * 2**20, ge=1)
+    # Largest image a request may declare: 25 Mpx (6000x4000 DSLR, 12-24 Mpx phones, any
+    # dermatoscope). At ~2.3-2.9 bytes/pixel to decode and ~2x the RGB image while enhancing,
+    # one such request peaks near 200 MB; see README "Online endpoint" for the measurement.
+    max_pixels: int = Field(25_000_000, ge=1)
+    # Pixels a replica decodes and enhances at once (None: 2 x max_pixels); requests beyond it
+    # wait for room without holding a thread, until their deadline.
+    max_inflight_pixels: Optional[int] = Field(None, ge=1)
+    # A request still unanswered after this long gets 503 (and its computation stops between tiles).
+    request_timeout_s: float = Field(60.0, gt=0)
     # Requests per model call. None: 8 on a GPU, 1 on a CPU, where batching measured slower
     # (benchmarks/serve_latency.py: 0.79x the throughput of unbatched on 2 cores).
     max_batch_size: Optional[int] = None
@@ -57,9 +76,17 @@ class AppArgs(BaseModel):
     api_key_env: str = "SKINRAY_API_KEY"  # environment variable holding the API key, if any
     api_key_file: Optional[str] = None  # or a file holding it
     s3_endpoint: Optional[str] = None
-    # POST /v1/batch: None allows any input/output URI the cluster can reach; a list restricts
-    # both to URIs under these roots (403 otherwise). An empty list turns archive jobs off.
+    # POST /v1/batch is off unless batch_roots names roots: input and output must then resolve
+    # (symlinks included) under one of them (403 otherwise). overwrite: true is allowed only for
+    # outputs under batch_writable_roots (each inside a batch root), and even there replaces only
+    # files an earlier skinray run wrote.
     batch_roots: Optional[list[str]] = None
+    batch_writable_roots: list[str] = []
+
+    def roots(self):
+        from skinray import paths
+
+        return paths.Roots(tuple(self.batch_roots or ()), tuple(self.batch_writable_roots))
 
 
 class BatchRequest(BaseModel):
@@ -76,9 +103,12 @@ class BatchRequest(BaseModel):
     gpu: bool = False
     batch_size: int = Field(8, ge=1, le=256)
     max_pixels: int = Field(100_000_000, ge=1, le=100_000_000)  # never above the archive job's default
+    resource_wait_s: float = Field(300.0, gt=0, le=3600)  # then FAILED if the cluster lacks the CPUs/GPUs
 
 
-api = FastAPI(title="skinray", docs_url=None, redoc_url=None)
+# No public schema or docs (GET /openapi.json is a route behind the key), and no trailing-slash
+# redirects: Starlette builds those from the Host header, before any route checks the key.
+api = FastAPI(title="skinray", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -119,31 +149,16 @@ def _page() -> str:
     return resources.files("skinray").joinpath("web/index.html").read_text(encoding="utf-8")
 
 
-def _under(uri: str, root: str) -> bool:
-    """Whether ``uri`` lies under ``root`` (after normalising; no '..' escapes)."""
-    def norm(u: str) -> Optional[str]:
-        scheme, sep, rest = u.partition("://")
-        if not sep:
-            scheme, rest = "file", os.path.abspath(u)
-        elif scheme == "file" and not rest.startswith("/"):
-            return None  # file://host/... names another host's path, never a local root
-        return f"{scheme}://{posixpath.normpath('/' + rest.lstrip('/'))}"
-    uri, root = norm(uri), norm(root)
-    if uri is None or root is None:
-        return False
-    root = root.rstrip("/")
-    return uri == root or uri.startswith(root + "/")
-
-
 # --- archive jobs started from the endpoint -------------------------------------------------
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _archive_job(job_id: str, cfg_dict: dict, s3_endpoint: Optional[str], registry) -> dict:
+def _archive_job(job_id: str, cfg_dict: dict, s3_endpoint: Optional[str], registry, roots) -> dict:
     from skinray import batch, storage
     from skinray.config import EnhanceConfig
 
     registry.update.remote(job_id, state="RUNNING")
-    summary = batch.run(EnhanceConfig(**cfg_dict), s3=storage.S3Options.from_env(s3_endpoint),
+    # The roots are checked again here, on the node that runs the job, as it resolves the paths.
+    summary = batch.run(EnhanceConfig(**cfg_dict), s3=storage.S3Options.from_env(s3_endpoint), roots=roots,
                         on_progress=lambda counts, total: registry.update.remote(job_id, counts=counts, total=total))
     return {"counts": summary.counts, "total": summary.total, "manifest_uri": summary.manifest_uri,
             "summary_uri": summary.summary_uri, "seconds": round(summary.seconds, 2)}
@@ -158,12 +173,12 @@ class BatchJobs:
         self.jobs: dict[str, dict] = {}
         self.refs: dict[str, ray.ObjectRef] = {}
 
-    def submit(self, job_id: str, cfg_dict: dict, s3_endpoint: Optional[str]) -> dict:
+    def submit(self, job_id: str, cfg_dict: dict, s3_endpoint: Optional[str], roots) -> dict:
         self.jobs[job_id] = {"id": job_id, "state": "PENDING", "input": cfg_dict["input"],
                              "output": cfg_dict["output"], "counts": {}, "total": None, "error": None,
                              "manifest_uri": None, "created": time.time(), "finished": None}
         me = ray.get_runtime_context().current_actor
-        self.refs[job_id] = _archive_job.remote(job_id, cfg_dict, s3_endpoint, me)
+        self.refs[job_id] = _archive_job.remote(job_id, cfg_dict, s3_endpoint, me, roots)
         return self.jobs[job_id]
 
     def update(self, job_id: str, **fields) -> None:
@@ -198,6 +213,28 @@ def _public(job: dict) -> dict:
             "failed": counts.get("failed", 0) + counts.get("not-image", 0)}
 
 
+class PixelBudget:
+    """At most ``limit`` decoded pixels in flight in one replica. A request waits (in the event
+    loop, holding no thread and no decoded pixels) until its pixels fit, or until its deadline."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._changed: Optional[asyncio.Condition] = None  # made in the replica's event loop
+
+    async def acquire(self, pixels: int, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.used + pixels <= self.limit),
+                                   max(timeout, 0.001))
+            self.used += pixels
+
+    async def release(self, pixels: int) -> None:
+        async with self._changed:
+            self.used -= pixels
+            self._changed.notify_all()
+
+
 # --- the deployment -------------------------------------------------------------------------
 
 @serve.deployment(
@@ -217,6 +254,11 @@ class EnhanceService:
         self.enhancer = Enhancer.from_checkpoint(
             self.args.model, s3=storage.S3Options.from_env(self.args.s3_endpoint))
         self._api_key = read_api_key(self.args)
+        if self.args.batch_roots:
+            from skinray import paths
+
+            paths.check_roots_config(self.args.roots())  # a bad root stops the deployment here
+        self._budget = PixelBudget(self.args.max_inflight_pixels or 2 * self.args.max_pixels)
         batch_size = self.args.max_batch_size or (8 if self.enhancer.device.type == "cuda" else 1)
         self.enhance_batch.set_max_batch_size(batch_size)
         self.enhance_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
@@ -227,9 +269,10 @@ class EnhanceService:
     def _authorize(self, request: Request) -> None:
         if self._api_key is None:
             return
-        header = request.headers.get("authorization", "")
-        supplied = header[len("Bearer "):] if header.startswith("Bearer ") else ""
-        if not hmac.compare_digest(supplied.encode(), self._api_key.encode()):
+        scheme, _, supplied = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":  # RFC 7235: the scheme is case-insensitive
+            supplied = ""
+        if not hmac.compare_digest(supplied.strip().encode(), self._api_key.encode()):
             raise _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                          {"WWW-Authenticate": "Bearer"})
 
@@ -245,6 +288,11 @@ class EnhanceService:
     async def readyz(self, request: Request) -> dict:
         self._authorize(request)
         return {"status": "ready", "model_id": self.enhancer.model_id}
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> JSONResponse:
+        self._authorize(request)  # the schema maps the API: behind the key like the API itself
+        return JSONResponse(api.openapi())
 
     @api.get("/v1/model")
     async def model(self, request: Request) -> dict:
@@ -276,12 +324,12 @@ class EnhanceService:
             raise _error(415, f"unsupported {where} {content_type!r}: send image/jpeg, image/png, "
                               f"image/webp or image/tiff")
 
-    async def _image_bytes(self, request: Request) -> bytes:
-        """The image from a raw body or from a multipart form's ``file`` field."""
+    async def _image_bytes(self, request: Request) -> tuple[str, bytes]:
+        """(declared media type, image bytes) from a raw body or a multipart form's ``file`` field."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "multipart/form-data":
             self._check_type(content_type, "Content-Type")
-            return await self._read_body(request)
+            return content_type, await self._read_body(request)
         body = await self._read_body(request)  # bounded before any parsing
 
         async def replay():
@@ -294,30 +342,92 @@ class EnhanceService:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise _error(400, "multipart form has no file field named 'file'")
-        self._check_type((upload.content_type or "").split(";")[0].strip().lower(), "file type")
-        return await upload.read()
+        file_type = (upload.content_type or "").split(";")[0].strip().lower()
+        self._check_type(file_type, "file type")
+        return file_type, await upload.read()
+
+    @staticmethod
+    def _header(data: bytes, content_type: str, max_pixels: int) -> tuple[int, int, str]:
+        """(width, height, Pillow format) from the header alone, or the right 4xx: 413 for too
+        many pixels (however many are declared), 415 for a format outside the README's list or
+        other than the Content-Type says, 400 for bytes that are no image."""
+        try:
+            width, height, fmt = images.probe(data, max_pixels, ENDPOINT_FORMATS)
+        except images.ImageTooLargeError as exc:
+            raise _error(413, f"cannot use this image: {exc}") from None
+        except images.UnsupportedFormatError as exc:
+            raise _error(415, f"cannot use this image: {exc}") from None
+        except ImageDecodeError as exc:
+            raise _error(400, f"cannot use this image: {exc}") from None
+        allowed = TYPE_FORMATS.get(content_type)
+        if allowed and fmt not in allowed:
+            raise _error(415, f"the body is a {fmt} image but its Content-Type says {content_type}: "
+                              f"send the type that matches the bytes")
+        return width, height, "JPEG" if fmt == "MPO" else fmt
+
+    async def _in_thread(self, stop: threading.Event, fn, *args):
+        """Run ``fn`` on the executor. If this request is cancelled (its client went away), tell
+        the work to stop (``stop``) and wait for the thread to let go before re-raising, so the
+        request's pixels stay counted until they are really freed."""
+        future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(future), 60)
+            except BaseException:  # noqa: BLE001 - the work's own outcome no longer matters
+                pass
+            raise
 
     @api.post("/v1/enhance")
     async def enhance(self, request: Request, format: Optional[str] = None) -> Response:
         started = time.perf_counter()
+        deadline = time.monotonic() + self.args.request_timeout_s
         self._authorize(request)
         fmt = (format or "").lower() or ("jpeg" if "image/jpeg" in request.headers.get("accept", "") else "png")
         if fmt == "jpg":
             fmt = "jpeg"
         if fmt not in MEDIA:
             raise _error(422, f"unknown format {format!r}: use png or jpeg")
-        data = await self._image_bytes(request)
+        content_type, data = await self._image_bytes(request)
         if not data:
             raise _error(400, "empty body: send the image bytes")
-        loop = asyncio.get_running_loop()  # decode/encode off the event loop: other requests go on
+        width, height, image_format = self._header(data, content_type, self.args.max_pixels)
+        pixels = width * height
+        too_slow = _error(503, f"the request did not finish within request_timeout_s="
+                               f"{self.args.request_timeout_s:g}s; retry later or send a smaller image",
+                          {"Retry-After": str(RETRY_AFTER_S)})
         try:
-            # checks the header's pixel count before decoding
-            rgb = await loop.run_in_executor(None, images.decode, data, self.args.max_pixels)
-        except ImageDecodeError as exc:
-            status = 413 if "exceeds the limit" in str(exc) else 400
-            raise _error(status, f"cannot use this image: {exc}") from None
-        enhanced = await self.enhance_batch(rgb)
-        body = await loop.run_in_executor(None, images.encode, enhanced, fmt)
+            await self._budget.acquire(pixels, deadline - time.monotonic())
+        except asyncio.TimeoutError:
+            raise too_slow from None
+        stop = threading.Event()
+
+        def should_stop() -> bool:
+            return stop.is_set() or time.monotonic() > deadline
+
+        try:
+            try:
+                rgb = await self._in_thread(stop, images.decode, data, self.args.max_pixels, (image_format,))
+            except images.ImageTooLargeError as exc:
+                raise _error(413, f"cannot use this image: {exc}") from None
+            except ImageDecodeError as exc:
+                raise _error(400, f"cannot use this image: {exc}") from None
+            del data
+            if should_stop():
+                raise EnhanceStopped("deadline")
+            if max(rgb.shape[:2]) > self.enhancer.tile:  # tiled: stoppable between tiles
+                enhanced = await self._in_thread(stop, functools.partial(self.enhancer.enhance, rgb, should_stop))
+            else:  # one tile: batched with other requests
+                enhanced = await self.enhance_batch(rgb)
+            del rgb
+            body = await self._in_thread(stop, images.encode, enhanced, fmt)
+            del enhanced
+        except EnhanceStopped:
+            raise too_slow from None
+        finally:
+            await self._budget.release(pixels)
         return Response(content=body, media_type=MEDIA[fmt], headers={
             "X-Model-Id": self.enhancer.model_id,
             "Server-Timing": f"total;dur={(time.perf_counter() - started) * 1000:.1f}",
@@ -334,20 +444,24 @@ class EnhanceService:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
             raise _error(422, f"invalid archive job: {problems}") from None
-        roots = self.args.batch_roots
-        if roots is not None:
-            if not roots:
-                raise _error(403, "archive jobs are turned off on this endpoint (batch_roots: [])")
-            for name in ("input", "output"):
-                if not any(_under(getattr(job, name), root) for root in roots):
-                    raise _error(403, f"{name} {getattr(job, name)!r} is outside the allowed roots {roots}")
+        from skinray import paths
+
+        if not self.args.batch_roots:
+            raise _error(403, "archive jobs are turned off on this endpoint: start it with --batch-roots "
+                              "(args.batch_roots) naming the folders or bucket prefixes jobs may use")
+        roots = self.args.roots()
         cfg = EnhanceConfig(model=self.enhancer.loaded.uri, **job.model_dump())
         try:
             cfg.validate()
+            paths.check_job(cfg.input, cfg.output, roots, cfg.overwrite)  # the job checks again where it runs
+        except paths.OverlapError as exc:
+            raise _error(422, str(exc)) from None
+        except paths.PathPolicyError as exc:
+            raise _error(403, str(exc)) from None
         except SkinrayError as exc:
             raise _error(422, str(exc)) from None
         job_id = uuid.uuid4().hex[:16]
-        state = await self._jobs.submit.remote(job_id, dataclasses.asdict(cfg), self.args.s3_endpoint)
+        state = await self._jobs.submit.remote(job_id, dataclasses.asdict(cfg), self.args.s3_endpoint, roots)
         return JSONResponse(_public(state), status_code=202, headers={"Location": f"/v1/batch/{job_id}"})
 
     @api.get("/v1/batch/{job_id}")

@@ -40,8 +40,11 @@ def endpoint(ray_local, tmp_path_factory, free_port):
     key_file.write_text(API_KEY + "\n")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # Archive jobs may use the session's temporary folders; overwrite only under 'writable*'.
+    base = tmp_path_factory.getbasetemp()
     args = AppArgs(model=str(model_dir), max_body_bytes=2_000_000, max_pixels=4_000_000, api_key_file=str(key_file),
-                   max_batch_size=8)  # exercise request batching (the CPU default is 1)
+                   max_batch_size=8,  # exercise request batching (the CPU default is 1)
+                   batch_roots=[str(base)], batch_writable_roots=[str(tmp_path_factory.mktemp("writable"))])
     # One replica (not the 1-4 autoscaling of serve/config.yaml): the session's local Ray has 4
     # logical CPUs, and the archive-job test needs some of them for Ray Data.
     serve.run(EnhanceService.options(num_replicas=1, autoscaling_config=None).bind(args.model_dump()),
@@ -101,6 +104,30 @@ def _bomb() -> bytes:
     out = io.BytesIO()
     Image.new("L", (3000, 3000)).save(out, format="PNG")
     return out.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height, with almost no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _png(arr: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _ico_embedding(png: bytes) -> bytes:
+    import struct
+
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22) + png
 
 
 @pytest.mark.parametrize("case, status", [
@@ -170,14 +197,20 @@ def test_batch_job_from_the_endpoint(endpoint, tmp_path):
     src = tmp_path / "in"
     synth.write_dataset(str(src), count=6, size=48, seed=3)
     (src / "notes.jpg").write_bytes(b"not a photo")
+    (src / "bomb.png").write_bytes(_png_header_only(40_000, 40_000))  # issue 12: 413's reason, as a row
     r = client.post("/v1/batch", json={"input": str(src), "output": str(tmp_path / "out"), "format": "png"})
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["state"] in ("PENDING", "RUNNING") and r.headers["location"] == f"/v1/batch/{job['id']}"
     state = _wait_job(client, job["id"])
     assert state["state"] == "SUCCEEDED", state
-    assert state["total"] == 7 and state["done"] == 6 and state["failed"] == 1
+    assert state["total"] == 8 and state["done"] == 6 and state["failed"] == 2
     assert Path(state["manifest_uri"]).is_file()
+    import pyarrow.parquet as pq
+
+    rows = {r["key"]: r for r in pq.read_table(state["manifest_uri"]).to_pylist()}
+    assert rows["bomb.png"]["status"] == "failed"
+    assert "1600000000 pixels exceeds the limit" in rows["bomb.png"]["reason"], rows["bomb.png"]
     assert len(list((tmp_path / "out").glob("*.png"))) == 6
     assert any(j["id"] == job["id"] for j in client.get("/v1/batch").json()["jobs"])
 
@@ -376,3 +409,178 @@ def test_skinray_serve_refuses_a_bad_model(tmp_path):
     r = subprocess.run([str(Path(sys.executable).parent / "skinray"), "serve", "--model", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not a skinray checkpoint" in r.stderr
+
+
+# --- hostile requests (issue 15; issue 12 "closed by default" and "bombs get 413") --------------
+
+@pytest.mark.parametrize("body, status, words", [
+    (lambda: _png_header_only(40_000, 40_000), 413, "1600000000 pixels exceeds the limit"),  # issue 12
+    (lambda: _png_header_only(3000, 3000), 413, "9000000 pixels exceeds the limit of 4000000"),
+    (lambda: _ico_embedding(_png(np.zeros((300, 300, 3), np.uint8))), 415, "ICO is not a supported"),  # case 9
+    (lambda: b"GIF89a" + b"\x00" * 40, 415, "GIF is not a supported"),
+])
+def test_hostile_pixels_are_refused_from_the_header(endpoint, body, status, words):
+    client, _ = endpoint
+    for content_type in ("image/png", "application/octet-stream"):
+        r = client.post("/v1/enhance", content=body(), headers={"Content-Type": content_type})
+        assert r.status_code == status and words in r.json()["error"], (content_type, r.text)
+
+
+def test_content_type_must_match_the_real_format(endpoint):
+    """Case 9: any format Pillow opens was accepted, whatever the Content-Type said."""
+    client, _ = endpoint
+    png = _png(synth.skin_image(0, 8, 40))
+    r = client.post("/v1/enhance", content=png, headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 415 and "is a PNG image but its Content-Type says image/jpeg" in r.json()["error"]
+    r = client.post("/v1/enhance", files={"file": ("a.webp", png, "image/webp")})
+    assert r.status_code == 415, r.text
+    bmp = io.BytesIO()
+    Image.fromarray(synth.skin_image(0, 8, 40)).save(bmp, format="BMP")
+    r = client.post("/v1/enhance", content=bmp.getvalue(), headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 415 and "BMP" in r.json()["error"], "only the README's formats on the endpoint"
+    for content_type in ("image/png", "application/octet-stream"):
+        assert client.post("/v1/enhance", content=png, headers={"Content-Type": content_type}).status_code == 200
+
+
+def test_http_hygiene(endpoint):
+    """Case 10: /openapi.json without the key, a redirect built from the Host header, and the
+    lowercase bearer scheme."""
+    client, _ = endpoint
+    base = str(client.base_url)
+    assert httpx.get(base + "/openapi.json", timeout=30).status_code == 401
+    r = client.get("/openapi.json")
+    assert r.status_code == 200 and "/v1/enhance" in r.json()["paths"]
+    for path in ("/docs", "/redoc"):
+        assert httpx.get(base + path, timeout=30).status_code == 404
+    for path in ("/v1/batch/", "/v1/model/", "/healthz/"):
+        r = httpx.get(base + path, headers={"Host": "evil.example"}, timeout=30, follow_redirects=False)
+        assert r.status_code == 404 and "location" not in r.headers, (path, r.status_code, r.headers)
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        r = httpx.get(base + "/v1/model", headers={"Authorization": f"{scheme} {API_KEY}"}, timeout=30)
+        assert r.status_code == 200, scheme
+    assert httpx.get(base + "/v1/model", headers={"Authorization": f"Basic {API_KEY}"},
+                     timeout=30).status_code == 401
+
+
+def test_batch_paths_cannot_escape_the_roots(endpoint, tmp_path, tmp_path_factory):
+    """Cases 1 and 2: '?' and '#' dropped by storage but not by the roots check; symlinks out of
+    the root. Every one is 403 and nothing outside is read or written."""
+    client, _ = endpoint
+    root = tmp_path
+    outside = Path(tmp_path_factory.getbasetemp()).parent / f"outside-{os.getpid()}"
+    (outside / "in").mkdir(parents=True, exist_ok=True)
+    (outside / "out").mkdir(exist_ok=True)
+    (outside / "victim.txt").write_text("victim")
+    (outside / "photo.jpg").write_bytes(_jpeg(synth.skin_image(0, 9, 40)))
+    synth.write_dataset(str(root / "photos"), 2, size=32)
+    (root / "link_in").symlink_to(outside / "in")
+    (root / "link_out").symlink_to(outside / "out")
+    climb = "/".join([".."] * (len(outside.parts) + 2))
+    hostile = [
+        {"input": str(root / "photos"), "output": f"file://{outside}/victim.txt#/{climb}{root}/out"},
+        {"input": f"file:///etc?/{climb}{root}/x", "output": str(root / "out")},
+        {"input": f"file://{outside}/photo.jpg?/{climb}{root}/x", "output": str(root / "out")},
+        {"input": str(root / "link_in"), "output": str(root / "out")},
+        {"input": str(root / "photos"), "output": str(root / "link_out" / "sub")},
+        {"input": "/etc", "output": str(root / "out")},
+        {"input": str(root / "photos"), "output": f"{root}/../../../../../../tmp/elsewhere"},
+    ]
+    try:
+        for body in hostile:
+            r = client.post("/v1/batch", json={**body, "format": "png"})
+            assert r.status_code == 403, (body, r.text)
+            assert r.json()["error"]
+        assert (outside / "victim.txt").read_text() == "victim"
+        assert sorted(p.name for p in outside.rglob("*")) == ["in", "out", "photo.jpg", "victim.txt"]
+        assert not (root / "out").exists() and not (root / "x").exists()
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_batch_never_writes_among_the_originals_and_overwrite_needs_a_writable_root(endpoint, tmp_path,
+                                                                                     tmp_path_factory):
+    """Case 3 and issue 12's writable roots: 'ROOT/photos/.' with overwrite replaced the originals."""
+    client, _ = endpoint
+    photos = tmp_path / "photos"
+    synth.write_dataset(str(photos), 3, size=32)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    for out in (f"{photos}/.", f"{photos}/sub", str(tmp_path)):
+        r = client.post("/v1/batch", json={"input": str(photos), "output": out, "format": "same"})
+        assert r.status_code == 422 and "among the originals" in r.json()["error"], (out, r.text)
+    r = client.post("/v1/batch", json={"input": str(photos), "output": f"{photos}/.", "format": "same",
+                                       "overwrite": True})
+    assert r.status_code == 403 and "batch_writable_roots" in r.json()["error"], r.text
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+
+    writable = next(Path(tmp_path_factory.getbasetemp()).glob("writable*"))
+    r = client.post("/v1/batch", json={"input": str(photos), "output": str(writable / f"out-{tmp_path.name}"),
+                                       "format": "png", "overwrite": True})
+    assert r.status_code == 202, r.text
+    assert _wait_job(client, r.json()["id"])["state"] == "SUCCEEDED"
+
+
+def test_gpu_job_without_gpus_fails_after_a_bounded_wait(endpoint, tmp_path):
+    """Case 8: {"gpu": true} on a cluster without GPUs stayed RUNNING with no total."""
+    client, _ = endpoint
+    synth.write_dataset(str(tmp_path / "in"), 1, size=32)
+    r = client.post("/v1/batch", json={"input": str(tmp_path / "in"), "output": str(tmp_path / "out"),
+                                       "gpu": True, "resource_wait_s": 3})
+    assert r.status_code == 202, r.text
+    state = _wait_job(client, r.json()["id"], timeout=120)
+    assert state["state"] == "FAILED" and "GPU" in state["error"] and "after waiting 3s" in state["error"], state
+
+
+def _replica_cpu_seconds(app: str, deployment: str) -> float:
+    title = f"ServeReplica:{app}:{deployment}".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if title in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                continue
+    raise AssertionError(f"no replica process {title!r}")
+
+
+def test_deadline_and_disconnect_stop_the_work(endpoint):
+    """Case 6: a small PNG that decodes to many pixels held a replica for minutes, also after
+    its client had gone. Now the request's deadline answers 503 and stops the computation between
+    tiles, and a client that goes away stops it too (the replica's CPU goes quiet); archive jobs
+    are off on an endpoint without batch_roots (issue 12: closed by default)."""
+    from ray import serve
+
+    from serve.app import AppArgs, EnhanceService
+
+    client, model_dir = endpoint
+    slow = EnhanceService.options(name="Slow", num_replicas=1, autoscaling_config=None)
+    serve.run(slow.bind(AppArgs(model=str(model_dir), max_pixels=40_000_000, request_timeout_s=3).model_dump()),
+              name="slow", route_prefix="/slow")
+    url = str(client.base_url) + "/slow/v1/enhance"
+    big = _png(np.full((6000, 6000, 3), 120, np.uint8))
+    try:
+        assert len(big) < 200_000
+        started = time.time()
+        r = httpx.post(url, content=big, headers={"Content-Type": "image/png"}, timeout=120)
+        took = time.time() - started
+        assert r.status_code == 503 and "request_timeout_s=3" in r.json()["error"], r.text
+        assert r.headers["retry-after"] and took < 20, took
+
+        serve.run(slow.bind(AppArgs(model=str(model_dir), max_pixels=40_000_000,
+                                    request_timeout_s=600).model_dump()), name="slow", route_prefix="/slow")
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(url, content=big, headers={"Content-Type": "image/png"}, timeout=4)
+        time.sleep(2)  # the last tile finishes
+        cpu = _replica_cpu_seconds("slow", "Slow")
+        time.sleep(4)
+        busy = _replica_cpu_seconds("slow", "Slow") - cpu
+        assert busy < 1.0, f"the replica kept computing for its gone client: {busy:.1f} CPU-s in 4 s"
+        r = httpx.post(url, content=_jpeg(synth.skin_image(0, 1, 64)), headers={"Content-Type": "image/jpeg"},
+                       timeout=60)
+        assert r.status_code == 200
+
+        r = httpx.post(str(client.base_url) + "/slow/v1/batch", json={"input": "/tmp", "output": "/tmp/x"},
+                       timeout=30)
+        assert r.status_code == 403 and "turned off" in r.json()["error"]
+    finally:
+        serve.delete("slow")

@@ -1,0 +1,224 @@
+"""Cost of hostile requests to the online endpoint: peak replica memory and time.
+
+    .venv/bin/python benchmarks/hostile_requests.py [--label after] [--width 8] [--size 7000]
+        [--set max_pixels=50000000 ...]
+
+Starts a local Ray + Serve on 127.0.0.1 with one replica of the real application and sends:
+  1. ``one_png``: one small PNG (a smooth gradient, ~100-200 KB) that decodes to --size x --size
+     8-bit RGB;
+  2. ``six_16bit``: six such PNGs at once, 16-bit grayscale, each different;
+  3. ``disconnect``: the --size PNG again with a 3 s client timeout (the client goes away), then a
+     2000x2000 photo; how long the second one takes shows whether the first still holds the replica.
+The replica's resident memory is sampled every 20 ms from /proc (its process title is
+``ray::ServeReplica:skinray:EnhanceService``); ``peak_mb`` is the highest sample, ``base_mb`` the
+value before the scenario. Prints one line per scenario and writes
+``outputs/benchmarks/hostile_requests-LABEL.json``.
+
+The model is an untrained poster network of --width channels (default 8: compute is not what is
+measured here, and the machine is shared); --model takes a checkpoint instead. ``--set`` passes
+application arguments (e.g. ``max_pixels=50000000`` to admit the 49-Mpx image past the default).
+Runs on whatever ``skinray`` is first on ``PYTHONPATH`` (so the same script measures an older tree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+TITLE = "ServeReplica:skinray:EnhanceService"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def replica_pid() -> int:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if TITLE.encode() in cmdline:
+            return int(entry)
+    raise RuntimeError("replica process not found")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Sampler:
+    def __init__(self, pid: int):
+        self.pid, self.peak, self.stop = pid, 0.0, threading.Event()
+        self.base = rss_mb(pid)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.peak = max(self.peak, rss_mb(self.pid))
+            except OSError:
+                return
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def gradient_png(size: int, seed: int, sixteen: bool = False) -> bytes:
+    ramp = np.linspace(0, 1, size, dtype=np.float32)
+    if sixteen:
+        arr = ((ramp[None, :] * 0.6 + ramp[:, None] * 0.3 + seed * 0.01) * 65535).clip(0, 65535).astype(np.uint16)
+        img = Image.fromarray(arr)  # mode I;16
+    else:
+        arr = np.empty((size, size, 3), np.uint8)
+        arr[..., 0] = (ramp[None, :] * 255).astype(np.uint8)
+        arr[..., 1] = (ramp[:, None] * 255).astype(np.uint8)
+        arr[..., 2] = (seed * 37) % 256
+        img = Image.fromarray(arr)
+    out = io.BytesIO()
+    img.save(out, format="PNG", compress_level=9)
+    return out.getvalue()
+
+
+def photo_jpeg(size: int) -> bytes:
+    from skinray import synth
+
+    small = synth.skin_image(0, 1, 256)
+    out = io.BytesIO()
+    Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def post(url: str, body: bytes, content_type: str, timeout: float) -> dict:
+    started = time.perf_counter()
+    try:
+        r = httpx.post(url, content=body, headers={"Content-Type": content_type}, timeout=timeout)
+        code, detail = r.status_code, (r.json().get("error", "") if r.headers.get("content-type", "").startswith(
+            "application/json") else "")
+    except httpx.TimeoutException:
+        code, detail = "client-timeout", ""
+    return {"status": code, "seconds": round(time.perf_counter() - started, 2), "error": detail[:200]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--label", default="current")
+    parser.add_argument("--model")
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--size", type=int, default=7000)
+    parser.add_argument("--concurrent", type=int, default=6)
+    parser.add_argument("--set", action="append", default=[], metavar="ARG=VALUE")
+    parser.add_argument("--out", default="outputs/benchmarks")
+    args = parser.parse_args()
+
+    import ray
+    import torch
+    from ray import serve
+
+    import skinray
+    from skinray import checkpoint
+    from skinray.config import Config, ModelConfig
+    from skinray.model import build_model
+    from skinray.runtime import init_ray
+    from skinray.serving import AppArgs, EnhanceService
+
+    model = args.model
+    if not model:
+        torch.manual_seed(0)
+        cfg = Config(model=ModelConfig(width=args.width))
+        model = str(checkpoint.save(Path(tempfile.mkdtemp()) / "best", build_model(cfg.model), cfg, {"epoch": 0}))
+    app_args = {"model": model}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        app_args[key] = json.loads(value) if value[:1] in "[{0123456789tfn-" else value
+    app_args = AppArgs(**app_args).model_dump()
+
+    bodies = {"one": gradient_png(args.size, 0),
+              "sixteen": [gradient_png(args.size, i, sixteen=True) for i in range(args.concurrent)],
+              "photo": photo_jpeg(2000)}
+    init_ray()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(EnhanceService.options(num_replicas=1, autoscaling_config=None).bind(app_args),
+              name="skinray", route_prefix="/")
+    url = f"http://127.0.0.1:{port}/v1/enhance"
+    pid = replica_pid()
+    print(f"[bench] skinray from {Path(skinray.__file__).parent}, replica pid {pid}, args {app_args}", flush=True)
+    warm = post(url, photo_jpeg(256), "image/jpeg", 120)
+    assert warm["status"] == 200, warm
+    results: dict = {}
+
+    with Sampler(pid) as s:
+        r = post(url, bodies["one"], "image/png", 900)
+    results["one_png"] = {"body_kb": len(bodies["one"]) // 1024, **r, "base_mb": round(s.base),
+                          "peak_mb": round(s.peak)}
+
+    out: list = [None] * args.concurrent
+    with Sampler(pid) as s:
+        started = time.perf_counter()
+        threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, post(url, bodies["sixteen"][i],
+                                                                              "image/png", 1800)))
+                   for i in range(args.concurrent)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+    results["six_16bit"] = {"body_kb": [len(b) // 1024 for b in bodies["sixteen"]],
+                            "statuses": [o["status"] for o in out], "seconds": [o["seconds"] for o in out],
+                            "errors": sorted({o["error"] for o in out if o["error"]}),
+                            "wall_s": round(wall, 2), "base_mb": round(s.base), "peak_mb": round(s.peak)}
+
+    alone = post(url, bodies["photo"], "image/jpeg", 900)
+    with Sampler(pid) as s:
+        gone = post(url, bodies["one"], "image/png", 3)
+        after = post(url, bodies["photo"], "image/jpeg", 900)
+    results["disconnect"] = {"big_with_3s_client_timeout": gone, "photo_2000_alone_s": alone["seconds"],
+                             "photo_2000_after_s": after["seconds"], "photo_status": after["status"],
+                             "base_mb": round(s.base), "peak_mb": round(s.peak)}
+
+    serve.shutdown()
+    ray.shutdown()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(skinray.__file__).parent).stdout.strip()
+    except OSError:
+        commit = ""
+    report = {"label": args.label, "skinray": str(Path(skinray.__file__).parent), "commit": commit,
+              "model": model, "width": args.width, "size": args.size, "app_args": app_args,
+              "cpus": os.cpu_count(), "results": results}
+    for name, row in results.items():
+        print(f"[bench] {args.label} {name}: {json.dumps(row)}", flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    path = Path(args.out) / f"hostile_requests-{args.label}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"[bench] wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
