@@ -53,7 +53,7 @@ class LoadedModel:
         return f"{self.config.train.name}-e{epoch}-{self.fingerprint[:8] or 'nodata'}"
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model  # DistributedDataParallel
 
 
@@ -64,7 +64,7 @@ def save(directory: str | Path, model: nn.Module, config: Config, metrics: dict[
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
-             for k, v in _unwrap(model).state_dict().items()}
+             for k, v in unwrap(model).state_dict().items()}
     torch.save(state, directory / MODEL_FILE)
     meta = {
         "format": FORMAT,
@@ -139,7 +139,7 @@ def load_training_state(directory: str | Path, model: nn.Module,
     directory = Path(directory)
     meta = read_metadata(str(directory), None)
     state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
-    _unwrap(model).load_state_dict(state)
+    unwrap(model).load_state_dict(state)
     training = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
     optimizer.load_state_dict(training["optimizer"])
     return int(training["epoch"]) + 1, list(meta.get("history", []))

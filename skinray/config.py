@@ -24,7 +24,7 @@ from skinray.errors import ConfigError
 LOSSES = ("ssim", "mae", "mae+ssim")
 LR_SCHEDULES = ("constant", "cosine")
 SKIPS = ("concat", "add", "none")
-ARCHS = ("poster", "context", "affine")
+ARCHS = ("poster", "context", "affine", "lut")
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window, in pixels
 
 
@@ -140,23 +140,33 @@ POSTER_DEGRADE = DegradeConfig(
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The autoencoder. Defaults reproduce the poster: 4 conv layers, dropout 0.15, skips.
-    ``arch: context`` adds a global context vector and an identity residual output
-    (:class:`skinray.model.ContextAutoencoder`)."""
+    """The network (:mod:`skinray.model`). Defaults reproduce the poster: 4 conv layers, dropout
+    0.15, skips. ``context`` adds a global context vector and an identity residual output,
+    ``affine`` a per-image 3x4 colour transform on top; ``lut`` is the image-adaptive colour
+    lookup (curves + 3x4 + 3-D table from a whole-image thumbnail) plus a light detail branch."""
 
-    arch: str = "poster"  # poster | context
-    width: int = 32  # channels of the first layer; deeper encoder layers double it
-    depth: int = 4  # number of convolutional layers, even: half encoder, half decoder
+    arch: str = "poster"  # poster | context | affine | lut
+    width: int = 32  # channels of the first layer; deeper encoder layers double it (lut: detail branch, 0 = off)
+    depth: int = 4  # number of convolutional layers, even: half encoder, half decoder (lut: 2x blocks at 1/4)
     dropout: float = 0.15
     skip: str = "concat"  # encoder-to-decoder skip style: concat | add | none
+    lut_size: int = 17  # lut: lattice points per axis of the 3-D colour table
+    lut_bases: int = 8  # lut: learned basis tables mixed per image
+    curve_points: int = 32  # lut: samples of each per-channel 1-D curve
+    thumbnail: int = 128  # lut: side of the whole-image thumbnail the colour head sees
 
     def validate(self) -> None:
         _require(self.arch in ARCHS, "model.arch", f"unknown {self.arch!r}; choose from {ARCHS}")
-        _require(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
         _require(self.depth >= 2 and self.depth % 2 == 0, "model.depth",
                  f"must be an even number >= 2, got {self.depth}")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
         _require(self.skip in SKIPS, "model.skip", f"unknown {self.skip!r}; choose from {SKIPS}")
+        _require(self.width >= (0 if self.arch == "lut" else 1), "model.width",
+                 f"must be >= 1 (>= 0 for lut), got {self.width}")
+        _require(2 <= self.lut_size <= 65, "model.lut_size", f"must be in [2, 65], got {self.lut_size}")
+        _require(self.lut_bases >= 1, "model.lut_bases", f"must be >= 1, got {self.lut_bases}")
+        _require(self.curve_points >= 2, "model.curve_points", f"must be >= 2, got {self.curve_points}")
+        _require(self.thumbnail >= 32, "model.thumbnail", f"must be >= 32 pixels, got {self.thumbnail}")
 
 
 @dataclass(frozen=True)

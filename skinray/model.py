@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from skinray import lut
 from skinray.config import ModelConfig
 
 
@@ -158,7 +160,144 @@ class AffineContextAutoencoder(ContextAutoencoder):
         return (recoloured + correction).clamp(0.0, 1.0)
 
 
-ARCHITECTURES = {"poster": PosterAutoencoder, "context": ContextAutoencoder, "affine": AffineContextAutoencoder}
+class LutEnhancer(nn.Module):
+    """Image-adaptive colour lookup plus a light detail branch (``arch: lut``).
+
+    * Colour: a small strided CNN looks at a ``thumbnail x thumbnail`` view of the *whole* image
+      (and at its per-channel mean, spread and percentiles) and predicts one colour mapping per
+      image: per-channel 1-D curves (``curve_points`` samples) followed by a 3-D lookup table
+      (``lut_size``^3 lattice) built as identity + a weighted sum of ``lut_bases`` learned basis
+      tables, applied trilinearly (:mod:`skinray.lut`). After "Learning Image-adaptive 3D Lookup
+      Tables" (Zeng et al., TPAMI 2020) and SepLUT (Yang et al., ECCV 2022). Cost per pixel is a
+      curve and a table look-up, whatever the image size; exposure, white balance, contrast,
+      saturation, hue and camera tone curves are all colour mappings.
+    * Detail: a residual U-shaped branch on the recoloured image, most of it at 1/2 and 1/4
+      resolution (``width`` channels at full resolution, 2x at 1/2, 4x and ``depth`` blocks at
+      1/4; ``width: 0`` turns it off), for softness left by blur and compression.
+
+    Both output layers are zero-initialised: the untrained model is exactly the identity. The
+    colour mapping is a function of the whole-image thumbnail alone and the detail branch has a
+    bounded receptive field (< 32 px), so tiled inference with windows aligned to 4 pixels
+    (:class:`skinray.predict.Enhancer`) equals whole-image inference.
+    """
+
+    uses_global_context = True
+    HEAD_CHANNELS = (16, 32, 64, 128, 128)  # strided 3x3 convolutions over the thumbnail
+    ALIGN = 4  # the detail branch works at 1/4 resolution: windows must start on multiples of 4
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.thumbnail_size, self.lut_size, self.curve_points = cfg.thumbnail, cfg.lut_size, cfg.curve_points
+        layers, c_in = [], 3
+        for c_out in self.HEAD_CHANNELS:
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        self.head = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (N, 128)
+        n_stats = 3 * 5  # per channel: mean, std, 5th/50th/95th percentile of the thumbnail
+        self.predict = nn.Sequential(nn.Linear(c_in + n_stats, 128), nn.LeakyReLU(0.2),
+                                     nn.Linear(128, cfg.lut_bases + 3 * cfg.curve_points + 12))
+        nn.init.zeros_(self.predict[-1].weight)
+        nn.init.zeros_(self.predict[-1].bias)
+        self.bases = nn.Parameter(torch.randn(cfg.lut_bases, 3, *(cfg.lut_size,) * 3) * 0.01)
+        self.register_buffer("identity", lut.identity_lut(cfg.lut_size), persistent=False)
+        self.register_buffer("identity_curves", lut.identity_curves(cfg.curve_points), persistent=False)
+        self.detail = DetailBranch(cfg.width, max(1, cfg.depth // 2)) if cfg.width > 0 else None
+
+    @staticmethod
+    def _stats(thumb: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, T) -> (N, 15): mean, std and 5/50/95th percentiles of each channel."""
+        flat = F.adaptive_avg_pool2d(thumb, 32).flatten(2)  # (N, 3, 1024): percentiles of a 32x32 view
+        q = torch.quantile(flat, torch.tensor([0.05, 0.5, 0.95], device=flat.device), dim=2)  # (3, N, 3)
+        return torch.cat([flat.mean(2), flat.std(2), q.permute(1, 0, 2).flatten(1)], dim=1)
+
+    def colour_params(self, thumb: torch.Tensor) -> torch.Tensor:
+        """Whole-image thumbnail (N, 3, T, T) -> the image's colour mapping as (N, P) numbers:
+        basis weights, then curve offsets. This is the "context" tiled inference passes around."""
+        return self.predict(torch.cat([self.head(thumb), self._stats(thumb)], dim=1))
+
+    def context_from_thumbnail(self, thumb: torch.Tensor) -> torch.Tensor:
+        return self.colour_params(thumb)
+
+    def tables(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, P) -> curves (N, 3, K), colour matrix (N, 3, 3), offset (N, 3), 3-D tables (N, 3, D, D, D)."""
+        n_bases, k = self.bases.shape[0], self.curve_points
+        weights = params[:, :n_bases]
+        curves = self.identity_curves + params[:, n_bases:n_bases + 3 * k].reshape(-1, 3, k)
+        affine = params[:, n_bases + 3 * k:]  # (N, 12)
+        matrix = torch.eye(3, device=params.device) + affine[:, :9].reshape(-1, 3, 3)
+        tables = self.identity + torch.einsum("nb,bcxyz->ncxyz", weights, self.bases)
+        return curves, matrix, affine[:, 9:], tables
+
+    def mapping(self, params: torch.Tensor) -> torch.Tensor:
+        """(N, P) -> the image's whole colour mapping as one table (N, 3, D, D, D): the 3-D table
+        looked up at the mapped lattice, ``table(M curves(r, g, b) + o)``
+        at every lattice point (``curve`` per channel, then the 3x4 colour matrix, then the table).
+        One trilinear look-up per pixel then applies curves and table."""
+        curves, matrix, offset, tables = self.tables(params)
+        n, d = len(params), self.lut_size
+        lattice = self.identity.expand(n, -1, -1, -1, -1).reshape(n, 3, d * d, d)  # (N, 3, D*D, D)
+        curved = lut.apply_curves(lattice, curves)
+        mixed = torch.einsum("nij,njpq->nipq", matrix, curved) + offset[:, :, None, None]
+        return lut.apply_lut(mixed.clamp(0.0, 1.0), tables).reshape(n, 3, d, d, d)
+
+    def recolour(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return lut.apply_lut(x, self.mapping(params))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if context is None:
+            context = self.colour_params(lut.thumbnail(x, self.thumbnail_size))
+        y = self.recolour(x, context)  # (N, 3, H, W)
+        if self.detail is not None:
+            y = y + self.detail(y)
+        return y.clamp(0.0, 1.0)
+
+    def regularization(self) -> torch.Tensor:
+        """Smooth, monotone basis tables (weights after Zeng et al.: 1e-4 and 10)."""
+        return 1e-4 * lut.smoothness(self.bases) + 10.0 * lut.monotonicity(self.bases + self.identity)
+
+
+class _Block(nn.Module):
+    """Residual block: 1x1 expand, depthwise 3x3, gated (NAFNet's SimpleGate), 1x1 project."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.expand = nn.Conv2d(c, 2 * c, 1)
+        self.spatial = nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c)
+        self.project = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.spatial(self.expand(x)).chunk(2, dim=1)  # (N, c, H, W) each
+        return x + self.project(a * b)
+
+
+class DetailBranch(nn.Module):
+    """A residual (N, 3, H, W) from an image (N, 3, H, W), zero at initialisation. No
+    full-resolution feature map exists: the image is folded 2x2 into channels (pixel-unshuffle),
+    one 3x3 convolution at 1/2 resolution, ``blocks`` residual blocks at 1/4, one 3x3 convolution
+    back at 1/2, unfolded to full resolution. Pads H and W up to multiples of 4 (replicate) and
+    crops back. Receptive field: about 24 pixels each side."""
+
+    def __init__(self, width: int, blocks: int):
+        super().__init__()
+        c2, c4 = 2 * width, 4 * width
+        self.inp = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, c2, 3, padding=1), nn.LeakyReLU(0.2))
+        self.down = nn.Conv2d(c2, c4, 2, stride=2)
+        self.quarter = nn.Sequential(*[_Block(c4) for _ in range(blocks)])
+        self.up = nn.Sequential(nn.Conv2d(c4, 4 * c2, 1), nn.PixelShuffle(2))
+        self.out = nn.Sequential(nn.Conv2d(c2, 12, 3, padding=1), nn.PixelShuffle(2))
+        nn.init.zeros_(self.out[0].weight)
+        nn.init.zeros_(self.out[0].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % 4, 0, -h % 4), mode="replicate")  # (N, 3, H4, W4)
+        f2 = self.inp(x)  # (N, c2, H4/2, W4/2)
+        f4 = self.quarter(self.down(f2))  # (N, c4, H4/4, W4/4)
+        return self.out(self.up(f4) + f2)[..., :h, :w]  # (N, c2, H4/2, W4/2) -> (N, 3, H, W)
+
+
+ARCHITECTURES = {"poster": PosterAutoencoder, "context": ContextAutoencoder, "affine": AffineContextAutoencoder,
+                 "lut": LutEnhancer}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from skinray import checkpoint, storage
+from skinray import checkpoint, lut, storage
 from skinray.checkpoint import LoadedModel
 from skinray.errors import EnhanceStopped
 
@@ -36,7 +36,14 @@ class Enhancer:
         self.loaded = loaded
         self.device = torch.device(device)
         self.model = loaded.model.to(self.device).eval()
-        self.tile, self.margin = tile, margin
+        # Models that work at 1/a resolution (lut: a = 4) need windows that start on multiples of
+        # a, or tiles would see the image on another sampling grid than the whole image does.
+        align = getattr(self.model, "ALIGN", 1)
+        self.tile, self.margin = tile, -(-margin // align) * align
+        self.step = (tile - 2 * self.margin) // align * align  # side of the kept centre of each window
+        if self.step < 1:
+            raise ValueError(f"tile ({tile}) must be larger than twice the margin ({self.margin}) "
+                             f"plus {align} pixels for this model")
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: str | torch.device | None = None,
@@ -62,7 +69,7 @@ class Enhancer:
 
     def _windows(self, h: int, w: int):
         """(kept region, window around it) pairs covering an h x w image, as slices."""
-        step = self.tile - 2 * self.margin  # size of the kept centre of each window
+        step = self.step
         for y0 in range(0, h, step):
             for x0 in range(0, w, step):
                 y1, x1 = min(y0 + step, h), min(x0 + step, w)
@@ -73,8 +80,15 @@ class Enhancer:
 
     @torch.no_grad()
     def _whole_image_context(self, image: np.ndarray) -> torch.Tensor:
-        """The model's global context for the whole image, computed tile by tile: exact means of
-        the deepest encoder features and of the pixels over the kept centre of every window."""
+        """The model's global context for the whole image: from its thumbnail (``lut``), else
+        computed tile by tile as exact means of the deepest encoder features and of the pixels
+        over the kept centre of every window (``context``, ``affine``)."""
+        if hasattr(self.model, "context_from_thumbnail"):
+            size = self.model.thumbnail_size
+            # One channel at a time: a float copy of one plane, not of the whole image.
+            planes = [lut.thumbnail(torch.from_numpy(np.ascontiguousarray(image[..., c])).to(self.device)
+                                    .float().div_(255.0)[None, None], size) for c in range(3)]
+            return self.model.context_from_thumbnail(torch.cat(planes, dim=1))  # (1, P)
         feature_sum = pixel_sum = None
         for _, window, centre in self._windows(*image.shape[:2]):
             x = self._tensor(image[None, window[0], window[1]])  # (1, 3, h, w)

@@ -71,6 +71,12 @@ def _masked_loss(loss_fn, pred: torch.Tensor, target: torch.Tensor, ok: torch.Te
     return loss_fn(pred[ok], target[ok])
 
 
+def _regularization(model: torch.nn.Module) -> torch.Tensor | float:
+    """The model's own penalty on its parameters (``lut``: smooth, monotone tables), else 0."""
+    inner = checkpoint.unwrap(model)
+    return inner.regularization() if hasattr(inner, "regularization") else 0.0
+
+
 def _all_reduce(sums: dict[str, float], device: torch.device) -> dict[str, float]:
     values = torch.tensor([sums[k] for k in _SUMS], dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
@@ -151,7 +157,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             x, y, ok = _to_tensors(batch, device, fast)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
                 pred = model(x)
-            loss = _masked_loss(loss_fn, pred.float(), y, ok)
+            loss = _masked_loss(loss_fn, pred.float(), y, ok) + _regularization(model)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -69,3 +69,63 @@ def test_affine_model_can_undo_a_colour_cast_exactly():
     clean = torch.rand(2, 3, 24, 24) * 0.6 + 0.2
     casted = torch.einsum("ij,njhw->nihw", cast, clean) + offset[None, :, None, None]
     assert torch.allclose(model(casted), clean, atol=1e-5)
+
+
+def _trained_looking_lut(width: int = 8) -> torch.nn.Module:
+    """A `lut` model whose zero-initialised output layers are set to random values, so that it
+    changes colours and detail like a trained one would."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="lut", width=width, depth=2, thumbnail=32)).eval()
+    torch.nn.init.normal_(model.predict[-1].weight, std=0.05)
+    if width:
+        torch.nn.init.normal_(model.detail.out[0].weight, std=0.05)
+    return model
+
+
+@pytest.mark.parametrize("width", [0, 8])
+def test_lut_model_is_the_identity_at_initialisation(width):
+    model = build_model(ModelConfig(arch="lut", width=width, depth=2)).eval()
+    x = torch.rand(2, 3, 45, 70)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape
+    assert torch.equal((y * 255 + 0.5).floor(), (x * 255 + 0.5).floor()), "every grey level unchanged"
+
+
+def test_lut_model_colours_come_from_the_whole_image():
+    model = _trained_looking_lut(width=0)
+    x = torch.rand(1, 3, 64, 64) * 0.8 + 0.1
+    far_change = x.clone()
+    far_change[:, :, 40:, 40:] *= 0.3
+    with torch.no_grad():
+        changed = (model(x) - model(far_change)).abs()[:, :, :20, :20]
+    assert float(changed.max()) > 1e-3, "a change far away alters this corner's colours"
+    assert float((model(x) - x).abs().max()) > 1e-3, "the perturbed head changes colours"
+
+
+def test_lut_model_colour_mapping_is_the_same_for_every_pixel_of_one_colour():
+    """Without the detail branch the output is one colour mapping applied per pixel: two
+    pixels of equal colour come out equal wherever they are."""
+    model = _trained_looking_lut(width=0)
+    x = torch.rand(1, 3, 32, 32)
+    x[:, :, 3, 5] = x[:, :, 30, 28] = torch.tensor([0.6, 0.4, 0.3])
+    with torch.no_grad():
+        y = model(x)
+    assert torch.allclose(y[:, :, 3, 5], y[:, :, 30, 28])
+
+
+def test_lut_model_trains_towards_a_colour_cast_inverse():
+    """Fifty Adam steps on one cast photo lower the loss a lot: the gradients reach the head."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="lut", width=0, thumbnail=32))
+    clean = torch.rand(4, 3, 32, 32) * 0.6 + 0.2
+    cast = (clean * torch.tensor([1.2, 0.9, 0.7])[None, :, None, None]).clamp(0, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(50):
+        loss = (model(cast) - clean).abs().mean() + model.regularization()
+        first = first if first is not None else float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.3 * first
