@@ -258,7 +258,11 @@ class EnhanceService:
             from skinray import paths
 
             paths.check_roots_config(self.args.roots())  # a bad root stops the deployment here
-        self._budget = PixelBudget(self.args.max_inflight_pixels or 2 * self.args.max_pixels)
+        inflight = self.args.max_inflight_pixels or 2 * self.args.max_pixels
+        if inflight < self.args.max_pixels:
+            raise SkinrayError(f"max_inflight_pixels ({inflight}) must be at least max_pixels "
+                               f"({self.args.max_pixels}): a maximal image would never fit")
+        self._budget = PixelBudget(inflight)
         batch_size = self.args.max_batch_size or (8 if self.enhancer.device.type == "cuda" else 1)
         self.enhance_batch.set_max_batch_size(batch_size)
         self.enhance_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
