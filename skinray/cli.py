@@ -168,10 +168,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from skinray import evaluate, storage
 
     metrics = evaluate.run(args.model, args.data, args.out, size=args.size, limit=args.limit, split=args.split,
-                           seed=args.seed, photos=args.photos, s3=storage.S3Options.from_env(args.s3_endpoint))
+                           seed=args.seed, photos=args.photos, s3=storage.S3Options.from_env(args.s3_endpoint),
+                           degrade_preset=args.degrade)
     for name, row in metrics["restoration"].items():
         print(f"[skinray] {name:<32} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}  "
               f"CIEDE2000 {row['ciede2000']:5.2f}  {row['ms_per_image']:7.1f} ms/image")
+    for name, row in metrics["oracles"].items():
+        print(f"[skinray] {name:<32} PSNR {row['overall']['psnr']:6.2f} dB  SSIM {row['overall']['ssim']:.4f}  "
+              f"CIEDE2000 {row['overall']['ciede2000']:5.2f}  (fitted with the clean photo known)")
     print(f"[skinray] report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -258,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, help="at most this many images (default 100)")
     p.add_argument("--split", default="val", help="val (the first model's validation split, default) | all")
     p.add_argument("--seed", type=int, default=1234, help="seed of the fixed degradations")
+    p.add_argument("--degrade", default="default", choices=("default", "poster"),
+                   help="degradations: default (DegradeConfig) or poster (the poster's own)")
     p.add_argument("--photos", help="folder of photos without ground truth for a before/after figure")
     p.add_argument("--s3-endpoint")
     p.set_defaults(func=cmd_evaluate)

@@ -1,17 +1,28 @@
-"""`skinray evaluate`: the models against classical colour correction on a held-out set.
+"""`skinray evaluate`: the models against classical colour correction and two oracles, per subset.
 
     skinray evaluate --model RUN [--model RUN2 ...] --data DATA [--out DIR] [--size 256]
-        [--limit 100] [--photos FOLDER]
+        [--limit 100] [--split val|all] [--seed 1234] [--degrade default|poster] [--photos FOLDER]
 
 Held-out set: the validation split of DATA as the (first) model's config defines it (never
-trained on), or every image with ``--split all``; each image resized to ``--size`` and degraded
-once with a draw that is a pure function of (``--seed``, key), so every run and every method sees
-the same inputs. Methods: the degraded input itself, Gray World, Shades of Gray (p = 6), CLAHE on
-lightness, Shades of Gray towards the training photos' mean colour instead of grey (with the
-val split), and each model. Metrics: PSNR, SSIM, MS-SSIM (when the size allows), mean CIEDE2000,
-and milliseconds per image. "Do no harm": every method is also run on the clean images, and
-the output is compared with its own input. ``--photos``: a folder without ground truth,
-enhanced by the first model, with no-reference statistics before and after.
+trained on), or every image with ``--split all``; each image resized to ``--size``. Each image is
+evaluated three times, once per subset, with a draw that is a pure function of (``--seed``,
+subset, key), so every run, method and model sees the same inputs:
+
+* ``colour``: colour faults (the jitter always; white balance and exposure as drawn) and camera
+  faults as drawn;
+* ``camera``: no colour fault, the down-up blur always, JPEG and noise as drawn;
+* ``clean``: the clean photo itself ("do no harm": the output is compared with its own input).
+
+The degradations are :class:`DegradeConfig`'s defaults (``--degrade default``) or the poster's
+(``--degrade poster``, :data:`POSTER_DEGRADE`). Methods: the degraded input itself, Gray World,
+Shades of Gray (p = 6), CLAHE on lightness, Shades of Gray towards the training photos' mean
+colour (with the val split), and each model. Oracles, fitted per image with the clean photo
+known (bounds, not methods: never timed, never "best classical"): the least-squares 3x4 colour
+transform and the least-squares 3-D lookup table (17^3, trilinear, applied with
+:func:`skinray.lut.apply_lut`). Metrics: PSNR, SSIM, MS-SSIM (when the size allows), mean
+CIEDE2000, ms per image; per subset, overall (mean of the subsets), and each model's recovered
+fraction = (model - degraded) / (oracle - degraded) in PSNR dB. ``--photos``: a folder without
+ground truth, enhanced by the first model, with no-reference statistics before and after.
 
 Writes DIR/metrics.json, DIR/report.md and PNG figures (loss curves, a validation grid, a
 before/after grid).
@@ -21,20 +32,39 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
+import scipy.sparse as sparse
+import scipy.sparse.linalg as sparse_linalg
 import torch
 
-from skinray import baselines, colour, data, degrade, images, storage, viz
-from skinray.config import Config
+from skinray import baselines, colour, data, degrade, images, lut, storage, viz
+from skinray.config import POSTER_DEGRADE, Config, DegradeConfig
 from skinray.errors import SkinrayError
 from skinray.metrics import psnr, ssim_per_image
 
 MS_SSIM_MIN_SIDE = 161  # pytorch_msssim's 5 scales with an 11-pixel window need a side > 160
 CLASSICAL = ("gray_world", "shades_of_gray", "clahe")
+METRICS = ("psnr", "ssim", "ms_ssim", "ciede2000")
+SUBSETS = degrade.SUBSETS  # ("colour", "camera", "clean")
+SUBSET_TITLES = {"colour": "Colour faults (jitter always; white balance, exposure and camera faults as drawn)",
+                 "camera": "Camera faults only (down-up blur always; JPEG and noise as drawn)",
+                 "clean": "Clean photos (input = the clean photo)"}
+DEGRADE_PRESETS = {"default": DegradeConfig(), "poster": POSTER_DEGRADE}
+ORACLE_3X4 = "oracle: 3x4 colour transform"
+ORACLE_LUT = "oracle: 3-D LUT 17^3"
+ORACLES = (ORACLE_3X4, ORACLE_LUT)
+LUT_SIZE = 17
+LUT_RIDGE = 1e-3  # pull of each lattice node towards the 3x4 table, in units of (pixel weight)^2
+ORACLE_FITS = {ORACLE_3X4: "least squares of clean on [degraded, 1], clipped to [0, 1]",
+               ORACLE_LUT: f"least squares over the trilinear weights of a {LUT_SIZE}^3 table, ridge {LUT_RIDGE} "
+                           "towards the 3x4 table, applied with skinray.lut.apply_lut, clipped to [0, 1]"}
+RECOVERY_MIN_DB = 0.5  # a recovered fraction needs an oracle gain of at least this much
+GRID_IMAGES = 2  # validation grid: the first images, each as colour / camera / clean input
 
 
 @dataclass
@@ -48,6 +78,16 @@ class Method:
         self.short = self.short or self.name
 
 
+@dataclass
+class Scores:
+    """Per-image scores by subset and row name (methods and oracles), seconds per method."""
+
+    rows: dict[str, dict[str, list[dict]]]
+    seconds: dict[str, float]
+    fallbacks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ORACLES, 0))  # see oracle_outputs
+    grid: list[list[np.ndarray]] = field(default_factory=list)
+
+
 def load_split(data_uri: str, cfg: Config, size: int, limit: int, split: str,
                s3: storage.S3Options | None) -> list[tuple[str, np.ndarray]]:
     """(key, clean uint8 image at size x size) of one split ("val", "train" or "all"), by key."""
@@ -57,110 +97,327 @@ def load_split(data_uri: str, cfg: Config, size: int, limit: int, split: str,
     return [(r["key"], images.resize_square(images.decode(storage.read_bytes(r["uri"], s3)), size)) for r in rows]
 
 
-def score(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """PSNR (dB, capped at 100), SSIM, MS-SSIM (None when too small), mean CIEDE2000."""
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread inside the block: on busy cores, small convolutions run faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def score(out: np.ndarray, ref: np.ndarray, ref_lab: np.ndarray | None = None) -> dict[str, float]:
+    """PSNR (dB, capped at 100), SSIM, MS-SSIM (None when too small), mean CIEDE2000.
+    ``ref_lab``: ``colour.srgb_to_lab(ref)`` when the caller already has it."""
     from pytorch_msssim import ms_ssim
 
+    big = min(out.shape[:2]) >= MS_SSIM_MIN_SIDE
+    if np.array_equal(out, ref):  # what every metric gives for identical images, without the arithmetic
+        return {"psnr": 100.0, "ssim": 1.0, "ms_ssim": 1.0 if big else None, "ciede2000": 0.0}
     x = torch.tensor(out).permute(2, 0, 1)[None].float() / 255.0
     y = torch.tensor(ref).permute(2, 0, 1)[None].float() / 255.0
-    result = {"psnr": float(psnr(x, y).clamp(max=100)), "ssim": float(ssim_per_image(x, y)),
-              "ms_ssim": None, "ciede2000": colour.mean_ciede2000(out, ref)}
-    if min(out.shape[:2]) >= MS_SSIM_MIN_SIDE:
-        result["ms_ssim"] = float(ms_ssim(x, y, data_range=1.0))
+    ref_lab = colour.srgb_to_lab(ref) if ref_lab is None else ref_lab
+    with _one_thread():
+        result = {"psnr": float(psnr(x, y).clamp(max=100)), "ssim": float(ssim_per_image(x, y)), "ms_ssim": None,
+                  "ciede2000": float(np.mean(colour.ciede2000(colour.srgb_to_lab(out), ref_lab)))}
+        if big:
+            result["ms_ssim"] = float(ms_ssim(x, y, data_range=1.0))
     return result
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float | None]:
-    keys = rows[0].keys()
-    return {k: (float(np.mean([r[k] for r in rows])) if rows[0][k] is not None else None) for k in keys}
+def _mean(rows: list[dict]) -> dict[str, float | None]:
+    return {k: (None if rows[0][k] is None else float(np.mean([r[k] for r in rows]))) for k in METRICS}
 
 
-def methods_for(models: list[str], s3: storage.S3Options | None) -> tuple[list[Method], list]:
+# ----------------------------------------------------------------------------- oracles
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] (values outside are clipped) -> uint8, rounded."""
+    return np.clip(np.asarray(img, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _with_one(rgb: np.ndarray) -> np.ndarray:
+    return np.concatenate([rgb, np.ones((len(rgb), 1))], axis=1)
+
+
+def fit_affine(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """The least-squares 3x4 colour transform (as a (4, 3) matrix A, colours in [0, 1]):
+    clean ~ [degraded, 1] @ A over all pixels, solved by the normal equations."""
+    x = _with_one(degraded.reshape(-1, 3) / 255.0)
+    y = clean.reshape(-1, 3) / 255.0
+    return np.linalg.lstsq(x.T @ x, x.T @ y, rcond=None)[0]
+
+
+def apply_affine(degraded: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``[degraded, 1] @ affine``, clipped to [0, 1], as uint8."""
+    return to_uint8(_with_one(degraded.reshape(-1, 3) / 255.0) @ affine).reshape(degraded.shape)
+
+
+_CORNERS = np.array([(b, g, r) for b in (0, 1) for g in (0, 1) for r in (0, 1)])  # cube corners, [b, g, r]
+
+
+def lattice_colours(size: int) -> np.ndarray:
+    """(size^3, 3) RGB of the lattice points in the flat order of a table's [b, g, r] axes."""
+    axis = np.linspace(0.0, 1.0, size)
+    b, g, r = np.meshgrid(axis, axis, axis, indexing="ij")
+    return np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1)
+
+
+def lattice_weights(rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Trilinear interpolation of colours ``rgb`` (P, 3) in [0, 1] on a size^3 lattice, as
+    :func:`skinray.lut.apply_lut` does it: flat node indices (P, 8) into a table flattened from
+    its [b, g, r] axes, and their weights (P, 8), which sum to 1 per colour."""
+    pos = np.clip(rgb, 0.0, 1.0) * (size - 1)
+    low = np.clip(np.floor(pos), 0, size - 2).astype(np.int64)
+    frac = pos - low
+    base = (low[:, 2] * size + low[:, 1]) * size + low[:, 0]
+    offsets = (_CORNERS[:, 0] * size + _CORNERS[:, 1]) * size + _CORNERS[:, 2]
+    sides = np.stack([1.0 - frac, frac])  # (2, P, 3): weight of the low / high side of each axis
+    weights = sides[_CORNERS[:, 0], :, 2] * sides[_CORNERS[:, 1], :, 1] * sides[_CORNERS[:, 2], :, 0]
+    return base[:, None] + offsets, weights.T
+
+
+def _distinct_colours(degraded: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct input colours (U, 3) in [0, 1], their pixel counts (U,) and target sums (U, 3)."""
+    flat = degraded.reshape(-1, 3).astype(np.int64)
+    keys, inverse, counts = np.unique((flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2],
+                                      return_inverse=True, return_counts=True)
+    target = clean.reshape(-1, 3) / 255.0
+    sums = np.stack([np.bincount(inverse.ravel(), target[:, c], minlength=len(keys)) for c in range(3)], axis=1)
+    return np.stack([keys >> 16, (keys >> 8) & 255, keys & 255], axis=1) / 255.0, counts, sums
+
+
+def fit_lut(degraded: np.ndarray, clean: np.ndarray, affine: np.ndarray, size: int = LUT_SIZE,
+            ridge: float = LUT_RIDGE) -> np.ndarray:
+    """The least-squares 3-D table (3, size, size, size), indexed [c, b, g, r], that maps
+    ``degraded`` to ``clean`` under trilinear interpolation, with a small ridge pulling every node
+    towards the table of ``affine`` (the 3x4 transform, which a table represents exactly): nodes
+    no pixel touches keep it, and the fit's squared error is never above the 3x4 transform's.
+    Pixels of one input colour share their weights, so the normal equations are summed over
+    distinct colours (count-weighted); a sparse direct solve over the nodes in use."""
+    colours, counts, sums = _distinct_colours(degraded, clean)
+    nodes, weights = lattice_weights(colours, size)
+    table = _with_one(lattice_colours(size)) @ affine  # (size^3, 3): the 3x4 transform as a table
+    used = np.flatnonzero(np.bincount(nodes.ravel(), minlength=size ** 3))
+    index = np.zeros(size ** 3, np.int64)
+    index[used] = np.arange(len(used))
+    indptr = np.arange(0, weights.size + 1, 8)
+    shape = (len(colours), len(used))
+    w = sparse.csr_matrix((weights.ravel(), index[nodes].ravel(), indptr), shape=shape)
+    counted = sparse.csr_matrix(((weights * counts[:, None]).ravel(), index[nodes].ravel(), indptr), shape=shape)
+    gram = (w.T @ counted + ridge * sparse.identity(len(used))).tocsc()
+    solved = sparse_linalg.spsolve(gram, w.T @ sums + ridge * table[used])
+    table[used] = np.asarray(solved).reshape(len(used), 3)
+    return np.ascontiguousarray(table.T.reshape(3, size, size, size))
+
+
+def apply_table(degraded: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Map a uint8 image through a (3, D, D, D) table with :func:`skinray.lut.apply_lut` (float64),
+    clipped to [0, 1], as uint8."""
+    x = torch.from_numpy(np.ascontiguousarray(degraded)).permute(2, 0, 1)[None].double() / 255.0
+    out = lut.apply_lut(x, torch.from_numpy(table)[None].double())
+    return to_uint8(out[0].permute(1, 2, 0).numpy())
+
+
+def _squared_error(out: np.ndarray, ref: np.ndarray) -> int:
+    return int(np.sum((out.astype(np.int64) - ref) ** 2))
+
+
+def oracle_outputs(degraded: np.ndarray, clean: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
+    """Both oracles' outputs, fitted with ``clean`` known, and which fell back. Each oracle is the
+    best 8-bit output among what it may represent: the 3x4 row takes the input itself (the identity
+    is a 3x4 transform) and the LUT row the 3x4 output (a table represents it exactly) when
+    rounding to 8 bits leaves the fit behind them; so LUT >= 3x4 >= degraded input, per image."""
+    if np.array_equal(degraded, clean):  # the identity is exact; both fits would return it
+        return {ORACLE_3X4: clean.copy(), ORACLE_LUT: clean.copy()}, {ORACLE_3X4: False, ORACLE_LUT: False}
+    affine = fit_affine(degraded, clean)
+    by_affine = apply_affine(degraded, affine)
+    identity = _squared_error(by_affine, clean) > _squared_error(degraded, clean)
+    by_affine = degraded.copy() if identity else by_affine
+    by_table = apply_table(degraded, fit_lut(degraded, clean, affine))
+    to_affine = _squared_error(by_table, clean) > _squared_error(by_affine, clean)
+    outputs = {ORACLE_3X4: by_affine, ORACLE_LUT: by_affine if to_affine else by_table}
+    return outputs, {ORACLE_3X4: bool(identity), ORACLE_LUT: bool(to_affine)}
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def load_models(models: list[str], s3: storage.S3Options | None) -> list[tuple[str, str, object]]:
+    """(label, uri, Enhancer) per checkpoint, labels unique."""
     from skinray.predict import Enhancer
 
-    found = [Method("degraded input", "input", lambda img: img)]
-    found += [Method(name, "classical", baselines.BASELINES[name], short)
-              for name, short in zip(CLASSICAL, ("gray world", "SoG", "CLAHE"))]
-    enhancers = []
+    loaded: list[tuple[str, str, object]] = []
     for uri in models:
         enhancer = Enhancer.from_checkpoint(uri, device="cpu", s3=s3)
         cfg = enhancer.loaded.config
         label = f"model {cfg.model.arch} ({cfg.train.name})"
-        if any(m.name == label for m in found):
+        if any(name == label for name, _, _ in loaded):
             label = f"{label} [{uri}]"
-        found.append(Method(label, "model", enhancer.enhance, cfg.model.arch))
-        enhancers.append((label, uri, enhancer))
-    return found, enhancers
+        loaded.append((label, uri, enhancer))
+    return loaded
 
 
-def run(models: list[str], data_uri: str, out: str, size: int = 256, limit: int = 100, split: str = "val",
-        seed: int = 1234, photos: str | None = None, s3: storage.S3Options | None = None) -> dict:
+def methods_for(loaded: list[tuple[str, str, object]], reference: np.ndarray | None = None) -> list[Method]:
+    """The degraded input, the classical baselines (with the skin-reference Shades of Gray when
+    ``reference`` is given), then the models, in that order."""
+    found = [Method("degraded input", "input", lambda img: img, "input")]
+    found += [Method(name, "classical", baselines.BASELINES[name], short)
+              for name, short in zip(CLASSICAL, ("gray world", "SoG", "CLAHE"))]
+    if reference is not None:  # Shades of Gray towards the training photos' own colour, not towards grey
+        found.append(Method("shades_of_gray (skin reference)", "classical",
+                            lambda img: baselines.shades_of_gray(img, 6.0, target=reference), "SoG skin"))
+    found += [Method(label, "model", enhancer.enhance, enhancer.loaded.config.model.arch)
+              for label, _, enhancer in loaded]
+    return found
+
+
+def degraded_input(clean: np.ndarray, key: str, subset: str, cfg: DegradeConfig, seed: int) -> np.ndarray:
+    """The one fixed degraded version of an image for a subset."""
+    drawn = degrade.sample(degrade.key_rng(seed, f"{subset}:{key}"), cfg, subset=subset)
+    return degrade.apply_uint8(clean, drawn)
+
+
+def _outputs(methods: list[Method], degraded: np.ndarray, clean: np.ndarray, scores: Scores) -> dict:
+    """Every method's output (timed) and the oracles' (not timed), by row name."""
+    outputs = {}
+    for m in methods:
+        started = time.perf_counter()
+        outputs[m.name] = m.fn(degraded)
+        scores.seconds[m.name] += time.perf_counter() - started
+    oracles, fell_back = oracle_outputs(degraded, clean)
+    for name, flag in fell_back.items():
+        scores.fallbacks[name] += flag
+    return {**outputs, **oracles}
+
+
+def score_all(samples: list[tuple[str, np.ndarray]], methods: list[Method], cfg: DegradeConfig,
+              seed: int) -> Scores:
+    """Run and score every method and oracle on every image of every subset, on one torch thread
+    (ms/image per thread; on a busy machine two contending threads made small models ~20x slower)."""
+    names = [m.name for m in methods] + list(ORACLES)
+    scores = Scores({s: {n: [] for n in names} for s in SUBSETS}, {m.name: 0.0 for m in methods})
+    with _one_thread():
+        for i, (key, clean) in enumerate(samples):
+            _score_image(key, clean, methods, cfg, seed, scores, grid=i < GRID_IMAGES)
+            if (i + 1) % 20 == 0 and i + 1 < len(samples):
+                print(f"[skinray] evaluated {i + 1}/{len(samples)} images (x{len(SUBSETS)} subsets)", flush=True)
+    return scores
+
+
+def _score_image(key: str, clean: np.ndarray, methods: list[Method], cfg: DegradeConfig, seed: int,
+                 scores: Scores, grid: bool) -> None:
+    clean_lab = colour.srgb_to_lab(clean)
+    for subset in SUBSETS:
+        outputs = _outputs(methods, degraded_input(clean, key, subset, cfg, seed), clean, scores)
+        for name, out in outputs.items():
+            scores.rows[subset][name].append(score(out, clean, clean_lab))
+        if grid:
+            scores.grid.append([clean, *outputs.values()])
+
+
+def _fraction(model_db: float, degraded_db: float, oracle_db: float) -> float | None:
+    gap = oracle_db - degraded_db
+    return None if gap < RECOVERY_MIN_DB else (model_db - degraded_db) / gap
+
+
+def tables(scores: Scores, methods: list[Method], n_images: int) -> dict:
+    """metrics.json's tables: restoration (overall = mean of the subsets, with ms/image),
+    subsets, oracles, recovered_fraction and do_no_harm (from the clean subset)."""
+    per_subset = {s: {n: _mean(rows) for n, rows in scores.rows[s].items()} for s in SUBSETS}
+    overall = {n: _mean([per_subset[s][n] for s in SUBSETS]) for n in per_subset[SUBSETS[0]]}
+    calls = len(SUBSETS) * n_images
+    restoration = {m.name: {"kind": m.kind, **overall[m.name], "ms_per_image": 1000 * scores.seconds[m.name] / calls}
+                   for m in methods}
+    subsets = {s: {m.name: {"kind": m.kind, **per_subset[s][m.name]} for m in methods} for s in SUBSETS}
+    oracles = {o: {"kind": "oracle", "overall": overall[o], **{s: per_subset[s][o] for s in SUBSETS}}
+               for o in ORACLES}
+    oracles[ORACLE_3X4].update(fit=ORACLE_FITS[ORACLE_3X4], fallbacks_to_identity=scores.fallbacks[ORACLE_3X4])
+    oracles[ORACLE_LUT].update(fit=ORACLE_FITS[ORACLE_LUT], fallbacks_to_3x4=scores.fallbacks[ORACLE_LUT])
+    degraded = {s: subsets[s]["degraded input"]["psnr"] for s in SUBSETS}
+    recovered = {m.name: {s: {key: _fraction(subsets[s][m.name]["psnr"], degraded[s], oracles[o][s]["psnr"])
+                              for key, o in (("oracle_3x4", ORACLE_3X4), ("oracle_lut", ORACLE_LUT))}
+                          for s in SUBSETS}
+                 for m in methods if m.kind == "model"}
+    harm = {n: {k: row[k] for k in ("psnr", "ciede2000")} for n, row in subsets["clean"].items()}
+    return {"restoration": restoration, "subsets": subsets, "oracles": oracles,
+            "recovered_fraction": recovered, "do_no_harm": harm}
+
+
+def _summary(m: dict) -> dict:
+    table, subsets, harm = m["restoration"], m["subsets"], m["do_no_harm"]
+    classical = [n for n in table if table[n]["kind"] == "classical"]
+    best_classical = max(classical, key=lambda n: table[n]["psnr"])
+    models = {}
+    for n in (n for n in table if table[n]["kind"] == "model"):
+        gains = {s: subsets[s][n]["psnr"] - subsets[s]["degraded input"]["psnr"] for s in SUBSETS}
+        models[n] = {
+            "gain_over_degraded_db": table[n]["psnr"] - table["degraded input"]["psnr"],
+            "gain_over_best_classical_db": table[n]["psnr"] - table[best_classical]["psnr"],
+            "gain_over_degraded_db_by_subset": gains, "gain_on_camera_db": gains["camera"],
+            "recovered_fraction_colour": m["recovered_fraction"][n]["colour"]["oracle_3x4"],
+            "recovered_fraction_colour_lut": m["recovered_fraction"][n]["colour"]["oracle_lut"],
+            "unchanged_photo_psnr_db": harm[n]["psnr"], "unchanged_photo_ciede2000": harm[n]["ciede2000"],
+            "beats_every_classical_on_every_subset": all(
+                subsets[s][n]["psnr"] > subsets[s][c]["psnr"] for s in SUBSETS for c in classical),
+        }
+    return {"best_classical": best_classical, "models": models}
+
+
+def _check_args(models: list[str], size: int, limit: int, split: str, degrade_preset: str) -> None:
     if not models:
         raise SkinrayError("evaluate: give at least one --model")
     if size < 16 or limit < 1:
         raise SkinrayError(f"evaluate: need --size >= 16 and --limit >= 1, got {size} and {limit}")
     if split not in ("val", "all"):
         raise SkinrayError(f"evaluate: --split must be val or all, got {split!r}")
-    methods, enhancers = methods_for(models, s3)
-    first_cfg = enhancers[0][2].loaded.config
+    if degrade_preset not in DEGRADE_PRESETS:
+        raise SkinrayError(f"evaluate: --degrade must be one of {sorted(DEGRADE_PRESETS)}, got {degrade_preset!r}")
+
+
+def run(models: list[str], data_uri: str, out: str, size: int = 256, limit: int = 100, split: str = "val",
+        seed: int = 1234, photos: str | None = None, s3: storage.S3Options | None = None,
+        degrade_preset: str = "default") -> dict:
+    _check_args(models, size, limit, split, degrade_preset)
+    loaded = load_models(models, s3)
+    first_cfg = loaded[0][2].loaded.config
     samples = load_split(data_uri, first_cfg, size, limit, split, s3)
     if not samples:
         raise SkinrayError(f"{data_uri}: no {split!r} images to evaluate on (val_fraction "
                            f"{first_cfg.data.val_fraction}, seed {first_cfg.data.seed}); try --split all")
     train_photos = load_split(data_uri, first_cfg, size, 50, "train", s3) if split == "val" else []
-    if train_photos:  # Shades of Gray towards the training photos' own colour, not towards grey
-        reference = baselines.reference_illuminant(img for _, img in train_photos)
-        methods.insert(4, Method("shades_of_gray (skin reference)", "classical",
-                                 lambda img: baselines.shades_of_gray(img, 6.0, target=reference), "SoG skin"))
+    reference = baselines.reference_illuminant(img for _, img in train_photos) if train_photos else None
+    methods = methods_for(loaded, reference)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    degrade_cfg = Config().degrade  # the poster's degradations, fixed for every model compared
-    print(f"[skinray] evaluating {len(methods)} methods on {len(samples)} held-out images at {size}x{size}",
-          flush=True)
-
-    restored = {m.name: [] for m in methods}
-    untouched = {m.name: [] for m in methods}
-    seconds = {m.name: 0.0 for m in methods}
-    grid_rows = []
-    for i, (key, clean) in enumerate(samples):
-        degraded = degrade.apply_uint8(clean, degrade.sample(degrade.key_rng(seed, key), degrade_cfg))
-        row = [clean, degraded]
-        for m in methods:
-            started = time.perf_counter()
-            fixed = m.fn(degraded)
-            seconds[m.name] += time.perf_counter() - started
-            restored[m.name].append(score(fixed, clean))
-            untouched[m.name].append(score(m.fn(clean), clean))
-            if m.kind != "input":
-                row.append(fixed)
-        if i < 6:
-            grid_rows.append(row)
-        if (i + 1) % 20 == 0 and i + 1 < len(samples):
-            print(f"[skinray] evaluated {i + 1}/{len(samples)} images", flush=True)
-
-    table = {m.name: {"kind": m.kind, **_mean(restored[m.name]), "ms_per_image": 1000 * seconds[m.name] / len(samples)}
-             for m in methods}
-    harm = {m.name: {k: v for k, v in _mean(untouched[m.name]).items() if k in ("psnr", "ciede2000")}
-            for m in methods}
-    figures = {"validation_grid": str(viz.grid(
-        grid_rows, ["clean", "degraded"] + [m.short for m in methods if m.kind != "input"],
-        out_dir / "validation_grid.png"))}
-    for j, (label, uri, enhancer) in enumerate(enhancers):
-        history = enhancer.loaded.history
-        if history:
-            figures[f"loss_curve_{j}"] = str(viz.loss_curve(history, out_dir / f"loss_curve_{j}.png", title=label))
-
-    photo_stats = None
-    if photos:
-        photo_stats, figures["photos_grid"] = _photos(photos, enhancers[0][2], out_dir, s3)
-
+    cfg = DEGRADE_PRESETS[degrade_preset]  # fixed for every model compared
+    print(f"[skinray] evaluating {len(methods)} methods and {len(ORACLES)} oracles on {len(samples)} held-out "
+          f"images x {len(SUBSETS)} subsets at {size}x{size} ({degrade_preset} degradations)", flush=True)
+    scores = score_all(samples, methods, cfg, seed)
     metrics = {"data": data_uri, "split": split, "images": len(samples), "size": size, "seed": seed,
-               "models": {label: uri for label, uri, _ in enhancers}, "restoration": table,
-               "do_no_harm": harm, "photos": photo_stats, "figures": figures}
-    metrics["summary"] = _summary(table, harm)
+               "degrade": degrade_preset, "degrade_config": asdict(cfg), "torch_threads": 1,
+               "models": {label: uri for label, uri, _ in loaded}, **tables(scores, methods, len(samples))}
+    metrics["figures"] = _figures(scores, methods, loaded, out_dir)
+    metrics["photos"] = None
+    if photos:
+        metrics["photos"], metrics["figures"]["photos_grid"] = _photos(photos, loaded[0][2], out_dir, s3)
+    metrics["summary"] = _summary(metrics)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "report.md").write_text(_report(metrics))
     return metrics
+
+
+def _figures(scores: Scores, methods: list[Method], loaded: list, out_dir: Path) -> dict[str, str]:
+    labels = ["clean"] + [m.short for m in methods] + ["3x4 oracle", "LUT oracle"]
+    figures = {"validation_grid": str(viz.grid(scores.grid, labels, out_dir / "validation_grid.png"))}
+    for j, (label, _, enhancer) in enumerate(loaded):
+        if enhancer.loaded.history:
+            figures[f"loss_curve_{j}"] = str(viz.loss_curve(enhancer.loaded.history, out_dir / f"loss_curve_{j}.png",
+                                                            title=label))
+    return figures
 
 
 def _photos(uri: str, enhancer, out_dir: Path, s3, limit: int = 8) -> tuple[dict, str]:
@@ -183,55 +440,98 @@ def _photos(uri: str, enhancer, out_dir: Path, s3, limit: int = 8) -> tuple[dict
     return summary, str(path)
 
 
-def _summary(table: dict, harm: dict) -> dict:
-    degraded = table["degraded input"]["psnr"]
-    best_classical = max((n for n in table if table[n]["kind"] == "classical"), key=lambda n: table[n]["psnr"])
-    models = {n: {"gain_over_degraded_db": table[n]["psnr"] - degraded,
-                  "gain_over_best_classical_db": table[n]["psnr"] - table[best_classical]["psnr"],
-                  "unchanged_photo_psnr_db": harm[n]["psnr"], "unchanged_photo_ciede2000": harm[n]["ciede2000"]}
-              for n in table if table[n]["kind"] == "model"}
-    return {"best_classical": best_classical, "models": models}
+# ----------------------------------------------------------------------------- report
 
 
 def _fmt(value, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _report(m: dict) -> str:
-    lines = [
-        "# skinray evaluation", "",
-        f"{m['images']} held-out images ({m['split']} split of `{m['data']}`) at {m['size']}x{m['size']} px, "
-        f"degraded once each with the poster's degradations (seed {m['seed']}: colour jitter on 60%, "
-        "down-up blur on all).", "",
-        "## Restoration (output vs clean original)", "",
-        "| method | PSNR dB | SSIM | MS-SSIM | CIEDE2000 | ms/image |", "|---|---|---|---|---|---|",
-    ]
-    for name, row in m["restoration"].items():
-        lines.append(f"| {name} | {_fmt(row['psnr'], 2)} | {_fmt(row['ssim'], 4)} | {_fmt(row['ms_ssim'], 4)} | "
-                     f"{_fmt(row['ciede2000'], 2)} | {_fmt(row['ms_per_image'], 1)} |")
-    lines += ["", "## Do no harm (clean photos in, output vs its own input)", "",
-              "A photo that needs no correction should come back unchanged: high PSNR, CIEDE2000 below ~2 "
-              "(a just-noticeable difference).", "",
-              "| method | PSNR dB | CIEDE2000 |", "|---|---|---|"]
+def _table_lines(rows: dict[str, dict], with_ms: bool) -> list[str]:
+    head = "| method | PSNR dB | SSIM | MS-SSIM | CIEDE2000 |" + (" ms/image |" if with_ms else "")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, row in rows.items():
+        line = (f"| {name} | {_fmt(row['psnr'], 2)} | {_fmt(row['ssim'], 4)} | {_fmt(row['ms_ssim'], 4)} | "
+                f"{_fmt(row['ciede2000'], 2)} |")
+        lines.append(line + (f" {_fmt(row.get('ms_per_image'), 1)} |" if with_ms else ""))
+    return lines
+
+
+def _header_lines(m: dict) -> list[str]:
+    which = ("the default degradations (colour jitter as torchvision's ColorJitter, white balance, exposure/gamma, "
+             "down-up blur with random kernels, JPEG, noise)" if m["degrade"] == "default" else
+             "the poster's degradations (ColorJitter; box-down / bicubic-up blur by 1.5-3x)")
+    return ["# skinray evaluation", "",
+            f"{m['images']} held-out images ({m['split']} split of `{m['data']}`) at {m['size']}x{m['size']} px, "
+            f"each evaluated three times with {which}, seed {m['seed']}: once with colour faults, once with "
+            "camera faults only, once clean. Every method sees the same inputs. Oracle rows are fitted per "
+            "image with the clean photo known: bounds on what a per-image colour transform or 3-D lookup "
+            "table can restore, not methods (never timed, never \"best classical\").", ""]
+
+
+def _recovered_lines(m: dict) -> list[str]:
+    lines = ["## Recovered fraction", "",
+             f"(model - degraded) / (oracle - degraded) in mean PSNR dB; n/a where the oracle gains less than "
+             f"{RECOVERY_MIN_DB} dB.", "",
+             "| model | " + " | ".join(f"{s} vs 3x4 | {s} vs LUT" for s in SUBSETS) + " |",
+             "|---" * (1 + 2 * len(SUBSETS)) + "|"]
+    for name, by_subset in m["recovered_fraction"].items():
+        cells = [_fmt(by_subset[s][k], 2) for s in SUBSETS for k in ("oracle_3x4", "oracle_lut")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _harm_lines(m: dict) -> list[str]:
+    lines = ["## Do no harm (clean photos in, output vs its own input)", "",
+             "The clean subset: a photo that needs no correction should come back unchanged: high PSNR, "
+             "CIEDE2000 below ~2 (a just-noticeable difference).", "",
+             "| method | PSNR dB | CIEDE2000 |", "|---|---|---|"]
     for name, row in m["do_no_harm"].items():
         if m["restoration"][name]["kind"] != "input":
             lines.append(f"| {name} | {_fmt(row['psnr'], 2)} | {_fmt(row['ciede2000'], 2)} |")
+    return lines + [""]
+
+
+def _summary_lines(m: dict) -> list[str]:
     s = m["summary"]
-    lines += ["", "## Summary", "", f"Best classical method on PSNR: {s['best_classical']}.", ""]
+    lines = ["## Summary", "", f"Best classical method on overall PSNR: {s['best_classical']}.", ""]
     for name, g in s["models"].items():
-        lines.append(f"- {name}: {g['gain_over_degraded_db']:+.2f} dB over the degraded input, "
-                     f"{g['gain_over_best_classical_db']:+.2f} dB over {s['best_classical']}; on unchanged photos "
-                     f"{g['unchanged_photo_psnr_db']:.2f} dB, CIEDE2000 {g['unchanged_photo_ciede2000']:.2f}.")
-    lines += ["", "## Figures", ""]
+        gains = ", ".join(f"{k} {v:+.2f} dB" for k, v in g["gain_over_degraded_db_by_subset"].items())
+        lines.append(
+            f"- {name}: over the degraded input {gains}; recovered fraction on colour "
+            f"{_fmt(g['recovered_fraction_colour'], 2)} of the 3x4 oracle's gain "
+            f"({_fmt(g['recovered_fraction_colour_lut'], 2)} of the LUT oracle's); "
+            f"camera {g['gain_on_camera_db']:+.2f} dB; unchanged photos {g['unchanged_photo_psnr_db']:.2f} dB, "
+            f"CIEDE2000 {g['unchanged_photo_ciede2000']:.2f}; "
+            f"{'beats' if g['beats_every_classical_on_every_subset'] else 'does not beat'} every classical "
+            "baseline on every subset (PSNR).")
+    return lines + [""]
+
+
+def _photo_lines(p: dict | None) -> list[str]:
+    if not p:
+        return []
+    lines = ["## Photos without ground truth (first model)", "", f"{p['count']} photos; mean no-reference statistics:",
+             "", "| | brightness (L*) | contrast (std L*) | colourfulness |", "|---|---|---|---|"]
+    for name in ("before", "after"):
+        lines.append(f"| {name} | {p[name]['brightness']:.1f} | {p[name]['contrast']:.1f} | "
+                     f"{p[name]['colourfulness']:.1f} |")
+    return lines
+
+
+def _report(m: dict) -> str:
+    oracle_rows = {name: row["overall"] for name, row in m["oracles"].items()}
+    lines = _header_lines(m)
+    lines += ["## Restoration, overall (mean of the three subsets; output vs clean original)", "",
+              "PSNR is capped at 100 dB per image, which an unchanged clean photo scores: the per-subset tables "
+              "below say more. ms/image: mean over every input a method ran on, on one torch thread.", ""]
+    lines += _table_lines({**m["restoration"], **oracle_rows}, with_ms=True) + [""]
+    for subset in SUBSETS:
+        rows = {**m["subsets"][subset], **{name: row[subset] for name, row in m["oracles"].items()}}
+        lines += [f"## {SUBSET_TITLES[subset]}", ""] + _table_lines(rows, with_ms=False) + [""]
+    lines += _recovered_lines(m) + _harm_lines(m) + _summary_lines(m)
+    lines += ["## Figures", "", f"Validation grid: the first {GRID_IMAGES} images, each as colour / camera / clean "
+              "input (rows), with every method's and oracle's output (columns).", ""]
     for key, path in m["figures"].items():
-        lines.append(f"![{key}]({Path(path).name})")
-        lines.append("")
-    if m["photos"]:
-        p = m["photos"]
-        lines += ["## Photos without ground truth (first model)", "",
-                  f"{p['count']} photos; mean no-reference statistics:", "",
-                  "| | brightness (L*) | contrast (std L*) | colourfulness |", "|---|---|---|---|"]
-        for name in ("before", "after"):
-            lines.append(f"| {name} | {p[name]['brightness']:.1f} | {p[name]['contrast']:.1f} | "
-                         f"{p[name]['colourfulness']:.1f} |")
-    return "\n".join(lines) + "\n"
+        lines += [f"![{key}]({Path(path).name})", ""]
+    return "\n".join(lines + _photo_lines(m["photos"])) + "\n"
