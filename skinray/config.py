@@ -21,7 +21,7 @@ import yaml
 
 from skinray.errors import ConfigError
 
-LOSSES = ("ssim", "mae", "mae+ssim")
+LOSSES = ("ssim", "mae", "psnr", "mae+ssim")
 LR_SCHEDULES = ("constant", "cosine")
 SKIPS = ("concat", "add", "none")
 ARCHS = ("poster", "context", "affine", "lut")
@@ -140,20 +140,21 @@ POSTER_DEGRADE = DegradeConfig(
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network (:mod:`skinray.model`). Defaults reproduce the poster: 4 conv layers, dropout
-    0.15, skips. ``context`` adds a global context vector and an identity residual output,
-    ``affine`` a per-image 3x4 colour transform on top; ``lut`` is the image-adaptive colour
-    lookup (curves + 3x4 + 3-D table from a whole-image thumbnail) plus a light detail branch."""
+    """The network (:mod:`skinray.model`). ``lut`` (default): an image-adaptive colour lookup
+    (curves + 3x4 + 3-D table predicted from a whole-image thumbnail) plus a light detail branch.
+    ``poster``: the poster's autoencoder (with ``width`` 32, ``depth`` 4, ``dropout`` 0.15 and
+    concat skips: jobs/configs/poster.yaml); ``context`` adds a global context vector and an
+    identity residual output, ``affine`` a per-image 3x4 colour transform on top."""
 
-    arch: str = "poster"  # poster | context | affine | lut
-    width: int = 32  # channels of the first layer; deeper encoder layers double it (lut: detail branch, 0 = off)
-    depth: int = 4  # number of convolutional layers, even: half encoder, half decoder (lut: 2x blocks at 1/4)
+    arch: str = "lut"  # lut (default) | poster | context | affine
+    width: int = 32  # channels of the first layer, doubled deeper (lut: detail branch at 1/4 res, 0 = off)
+    depth: int = 4  # conv layers, even: half encoder, half decoder (lut: 2x the detail blocks at 1/4 res)
     dropout: float = 0.15
     skip: str = "concat"  # encoder-to-decoder skip style: concat | add | none
     lut_size: int = 17  # lut: lattice points per axis of the 3-D colour table
     lut_bases: int = 8  # lut: learned basis tables mixed per image
     curve_points: int = 32  # lut: samples of each per-channel 1-D curve
-    thumbnail: int = 128  # lut: side of the whole-image thumbnail the colour head sees
+    thumbnail: int = 64  # lut: side of the whole-image thumbnail the colour head sees
 
     def validate(self) -> None:
         _require(self.arch in ARCHS, "model.arch", f"unknown {self.arch!r}; choose from {ARCHS}")
@@ -171,15 +172,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Ray Train run. Defaults are the poster's: 100 epochs, lr 0.002, batch 16, SSIM loss."""
+    """Ray Train run. The poster's 100 epochs, lr 0.002 and batch 16, with the recommended PSNR
+    loss and cosine schedule (the poster's SSIM loss and constant rate: jobs/configs/poster.yaml)."""
 
     name: str = "skinray"  # run name; re-running with the same name and storage resumes
     storage: str = "runs"  # URI where checkpoints go (local folder or s3://bucket/prefix)
     epochs: int = 100
     batch_size: int = 16  # per worker
     lr: float = 0.002
-    lr_schedule: str = "constant"  # constant (the poster's) | cosine (decays to 0 over the epochs)
-    loss: str = "ssim"
+    lr_schedule: str = "cosine"  # cosine (decays to 0 over the epochs) | constant (the poster's)
+    loss: str = "psnr"  # psnr (per-image, the evaluation's mean) | mae | ssim (the poster's) | mae+ssim
     ssim_weight: float = 0.84  # for mae+ssim: w * (1 - SSIM) + (1 - w) * MAE
     workers: int = 1
     gpu: bool = False
@@ -187,6 +189,7 @@ class TrainConfig:
     keep: int = 3  # best-k checkpoints kept (by validation loss)
     max_failures: int = 3  # worker failures survived by restarting from the latest checkpoint
     mixed_precision: bool = True  # bf16 autocast + channels_last, on GPU only
+    init: str = ""  # start from this checkpoint's weights (same model config), e.g. bundled; "" = random
 
     def validate(self) -> None:
         _require(bool(self.name) and "/" not in self.name, "train.name",
@@ -215,7 +218,7 @@ OUTPUT_FORMATS = ("same", "png", "jpeg")
 class EnhanceConfig:
     """Archive enhancement job (``skinray enhance`` / ``jobs/enhance.py``)."""
 
-    model: str = ""  # checkpoint URI (a run folder loads its best model)
+    model: str = "bundled"  # checkpoint URI (a run folder loads its best model); bundled = the shipped model
     input: str = ""  # folder or s3:// prefix of photos
     output: str = ""  # folder or s3:// prefix; keys keep their relative paths
     format: str = "same"  # same | png | jpeg

@@ -171,9 +171,9 @@ class LutEnhancer(nn.Module):
       Tables" (Zeng et al., TPAMI 2020) and SepLUT (Yang et al., ECCV 2022). Cost per pixel is a
       curve and a table look-up, whatever the image size; exposure, white balance, contrast,
       saturation, hue and camera tone curves are all colour mappings.
-    * Detail: a residual U-shaped branch on the recoloured image, most of it at 1/2 and 1/4
-      resolution (``width`` channels at full resolution, 2x at 1/2, 4x and ``depth`` blocks at
-      1/4; ``width: 0`` turns it off), for softness left by blur and compression.
+    * Detail: a residual U-shaped branch on the recoloured image, all of it at 1/2 and 1/4
+      resolution (``width / 2`` channels at 1/2, ``width`` channels and ``depth / 2`` residual
+      blocks at 1/4; ``width: 0`` turns it off), for softness left by blur and compression.
 
     Both output layers are zero-initialised: the untrained model is exactly the identity. The
     colour mapping is a function of the whole-image thumbnail alone and the detail branch has a
@@ -279,7 +279,7 @@ class DetailBranch(nn.Module):
 
     def __init__(self, width: int, blocks: int):
         super().__init__()
-        c2, c4 = 2 * width, 4 * width
+        c2, c4 = max(1, width // 2), width  # channels at 1/2 and at 1/4 resolution
         self.inp = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, c2, 3, padding=1), nn.LeakyReLU(0.2))
         self.down = nn.Conv2d(c2, c4, 2, stride=2)
         self.quarter = nn.Sequential(*[_Block(c4) for _ in range(blocks)])

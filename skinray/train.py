@@ -29,8 +29,10 @@ from skinray.model import build_model
 
 
 # Per-epoch sums, all-reduced across workers. Order matters: see _epoch_metrics.
+SUBSETS = ("colour", "camera", "clean")  # validation pairs by the faults drawn (skinray.degrade)
 _SUMS = ("train_loss", "train_images", "train_bad", "val_loss", "val_images", "val_bad",
-         "val_psnr", "val_ssim", "val_psnr_input", "val_ssim_input")
+         "val_psnr", "val_ssim", "val_psnr_input", "val_ssim_input") + tuple(
+    f"val_{what}_{subset}" for subset in SUBSETS for what in ("images", "psnr", "psnr_input"))
 
 
 def s3_options(cfg: Config) -> storage.S3Options:
@@ -95,12 +97,51 @@ def _epoch_metrics(epoch: int, sums: dict[str, float], seconds: float) -> dict[s
         "val_ssim": mean("val_ssim", "val_images"),
         "val_psnr_input": mean("val_psnr_input", "val_images"),
         "val_ssim_input": mean("val_ssim_input", "val_images"),
+        **{f"val_psnr{what}_{subset}": mean(f"val_psnr{what}_{subset}", f"val_images_{subset}")
+           for subset in SUBSETS for what in ("", "_input")},
         "train_images": int(sums["train_images"]),
         "val_images": int(sums["val_images"]),
         "skipped": int(sums["train_bad"] + sums["val_bad"]),
         "images_per_s": sums["train_images"] / seconds if seconds > 0 else 0.0,
         "epoch_seconds": seconds,
     }
+
+
+@torch.no_grad()
+def _validate_batch(model, batch: dict[str, np.ndarray], loss_fn, sums: dict[str, float],
+                    device: torch.device, fast: bool) -> None:
+    """Add one validation batch's loss, PSNR and SSIM (of the output and of the degraded input,
+    overall and per subset) to ``sums``. PSNR is capped at 100 dB (an unchanged clean photo)."""
+    x, y, ok = _to_tensors(batch, device, fast)
+    if not bool(ok.any()):
+        return
+    x, y = x[ok], y[ok]
+    subsets = np.asarray(batch["subset"])[ok.cpu().numpy()]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+        pred = model(x)
+    pred = pred.float().clamp(0, 1)
+    out_psnr, in_psnr = psnr(pred, y).clamp(max=100), psnr(x, y).clamp(max=100)  # (n,) each
+    sums["val_loss"] += float(loss_fn(pred, y)) * len(x)
+    sums["val_images"] += len(x)
+    sums["val_psnr"] += float(out_psnr.sum())
+    sums["val_ssim"] += float(ssim_per_image(pred, y).sum())
+    sums["val_psnr_input"] += float(in_psnr.sum())
+    sums["val_ssim_input"] += float(ssim_per_image(x, y).sum())
+    for subset in SUBSETS:
+        mask = torch.from_numpy(subsets == subset).to(device)
+        sums[f"val_images_{subset}"] += int(mask.sum())
+        sums[f"val_psnr_{subset}"] += float(out_psnr[mask].sum())
+        sums[f"val_psnr_input_{subset}"] += float(in_psnr[mask].sum())
+
+
+def _epoch_line(m: dict[str, Any], epochs: int) -> str:
+    by_subset = ", ".join(f"{subset} {m[f'val_psnr_input_{subset}']:.1f}->{m[f'val_psnr_{subset}']:.1f}"
+                          for subset in SUBSETS if not math.isnan(m[f"val_psnr_{subset}"]))
+    return (f"epoch {m['epoch'] + 1}/{epochs} train_loss={m['train_loss']:.4f} "
+            f"val_loss={m['val_loss']:.4f} val_psnr={m['val_psnr']:.2f}dB "
+            f"(input {m['val_psnr_input']:.2f}) val_ssim={m['val_ssim']:.4f} "
+            f"(input {m['val_ssim_input']:.4f}) skipped={m['skipped']} {m['images_per_s']:.1f} img/s; "
+            f"val PSNR dB input->output: {by_subset}")
 
 
 def _note_bad(batch: dict[str, np.ndarray], seen: set[str]) -> int:
@@ -124,6 +165,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     fast = cfg.train.mixed_precision and device.type == "cuda"  # bf16 autocast + channels_last
 
     model = build_model(cfg.model)
+    if cfg.train.init and ray.train.get_checkpoint() is None:  # a resumed run has its own weights
+        model.load_state_dict(checkpoint.load(cfg.train.init, s3=s3_options(cfg)).model.state_dict())
     if fast:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
@@ -172,23 +215,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if first_step else 0.0
 
         model.eval()
-        with torch.no_grad():
-            for batch in val_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy"):
-                x, y, ok = _to_tensors(batch, device, fast)
-                sums["val_bad"] += _note_bad(batch, bad_seen)
-                if not bool(ok.any()):
-                    continue
-                x, y = x[ok], y[ok]
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-                    pred = model(x)
-                pred = pred.float().clamp(0, 1)
-                n = len(x)
-                sums["val_loss"] += float(loss_fn(pred, y)) * n
-                sums["val_images"] += n
-                sums["val_psnr"] += float(psnr(pred, y).clamp(max=100).sum())
-                sums["val_ssim"] += float(ssim_per_image(pred, y).sum())
-                sums["val_psnr_input"] += float(psnr(x, y).clamp(max=100).sum())
-                sums["val_ssim_input"] += float(ssim_per_image(x, y).sum())
+        for batch in val_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy"):
+            sums["val_bad"] += _note_bad(batch, bad_seen)
+            _validate_batch(model, batch, loss_fn, sums, device, fast)
 
         totals = _all_reduce(sums, device)
         if totals["train_images"] == 0:
@@ -198,11 +227,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics["steady_images_per_s"] = steady  # this worker, excluding the wait for the epoch's first batch
         history.append(metrics)
         if rank == 0:
-            _say(f"epoch {epoch + 1}/{cfg.train.epochs} train_loss={metrics['train_loss']:.4f} "
-                 f"val_loss={metrics['val_loss']:.4f} val_psnr={metrics['val_psnr']:.2f}dB "
-                 f"(input {metrics['val_psnr_input']:.2f}) val_ssim={metrics['val_ssim']:.4f} "
-                 f"(input {metrics['val_ssim_input']:.4f}) skipped={metrics['skipped']} "
-                 f"{metrics['images_per_s']:.1f} img/s")
+            _say(_epoch_line(metrics, cfg.train.epochs))
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint.save(tmp, model, cfg, metrics, history, loop_config["fingerprint"],
                                 optimizer=optimizer, epoch=epoch)
@@ -221,10 +246,23 @@ class FitSummary:
     skipped_files: list[tuple[str, str]]
 
 
+def _check_init(cfg: Config, s3: storage.S3Options) -> None:
+    """``train.init`` must name a checkpoint of the same model (architecture and sizes)."""
+    if not cfg.train.init:
+        return
+    saved = checkpoint.load(cfg.train.init, s3=s3).config.model
+    differ = [f"model.{k}: {v!r} there, {getattr(cfg.model, k)!r} here"
+              for k, v in saved.__dict__.items() if getattr(cfg.model, k) != v]
+    if differ:
+        raise SkinrayError(f"train.init: {cfg.train.init} holds another model ({'; '.join(differ)}); "
+                           f"set the model section to match or drop train.init")
+
+
 def prepare(cfg: Config) -> tuple[data.Manifest, storage.S3Options]:
     """Validate the config and the data (before any Ray work): the manifest and S3 options."""
     cfg.validate()
     s3 = s3_options(cfg)
+    _check_init(cfg, s3)
     manifest = data.load_or_build_manifest(cfg, s3)
     n_train, n_val = manifest.count("train"), manifest.count("val")
     if n_train == 0 or n_val == 0:

@@ -17,9 +17,9 @@ def _run(*args, timeout=120):
 
 @pytest.mark.parametrize("flags, message", [
     (["--lr", "-1"], "train.lr: must be > 0"),
-    (["--loss", "psnr"], "train.loss: unknown 'psnr'"),
+    (["--loss", "mse"], "train.loss: unknown 'mse'"),
     (["--set", "degrade.jitter_fraction=2"], "degrade.jitter_fraction"),
-    (["--image-size", "8"], "SSIM window"),
+    (["--image-size", "8", "--loss", "ssim"], "SSIM window"),
 ])
 def test_invalid_config_is_rejected_before_ray_starts(flags, message, tmp_path):
     started = time.time()

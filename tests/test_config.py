@@ -9,10 +9,15 @@ from skinray.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_defaults_are_the_posters_hyperparameters():
+def test_defaults_are_the_recommended_recipe_and_poster_yaml_is_the_posters():
     cfg = load_config()
-    assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size, cfg.train.loss) == (100, 0.002, 16, "ssim")
-    assert (cfg.model.depth, cfg.model.dropout, cfg.degrade.jitter_fraction) == (4, 0.15, 0.6)
+    assert (cfg.model.arch, cfg.train.loss, cfg.train.lr_schedule) == ("lut", "psnr", "cosine")
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size) == (100, 0.002, 16)
+    poster = load_config(Path(__file__).parents[1] / "jobs" / "configs" / "poster.yaml")
+    assert (poster.train.epochs, poster.train.lr, poster.train.batch_size, poster.train.loss,
+            poster.train.lr_schedule) == (100, 0.002, 16, "ssim", "constant")
+    assert (poster.model.arch, poster.model.depth, poster.model.dropout) == ("poster", 4, 0.15)
+    assert (poster.degrade.jitter_fraction, poster.degrade.clean_fraction) == (0.6, 0.0)
 
 
 def test_yaml_then_overrides(tmp_path):
@@ -27,7 +32,7 @@ def test_yaml_then_overrides(tmp_path):
     ({"degrade.jitter_fraction": 1.5}, "degrade.jitter_fraction: must be in [0, 1]"),
     ({"data.val_fraction": 0}, "data.val_fraction"),
     ({"train.loss": "mse"}, "train.loss: unknown 'mse'"),
-    ({"data.image_size": 10}, "smaller than the 11-px SSIM window"),
+    ({"data.image_size": 10, "train.loss": "ssim"}, "smaller than the 11-px SSIM window"),
     ({"model.depth": 3}, "model.depth: must be an even number"),
     ({"train.epochs": "ten"}, "train.epochs must be int"),
     ({"train.lrate": 1}, "unknown key 'train.lrate'"),
@@ -81,4 +86,4 @@ def test_cosine_schedule_decays_from_lr_and_constant_stays():
     cosine = load_config(overrides={"train.lr_schedule": "cosine", "train.epochs": 10, "train.lr": 0.002})
     rates = [learning_rate(cosine, e) for e in range(10)]
     assert rates[0] == 0.002 and all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 0.0001
-    assert learning_rate(load_config(), 50) == 0.002
+    assert learning_rate(load_config(overrides={"train.lr_schedule": "constant"}), 50) == 0.002

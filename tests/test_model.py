@@ -1,22 +1,27 @@
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from skinray.config import ModelConfig
+from skinray.config import ModelConfig, load_config
 from skinray.model import build_model
+
+POSTER_YAML = Path(__file__).parents[1] / "jobs" / "configs" / "poster.yaml"
 
 
 @pytest.mark.parametrize("size", [(16, 16), (37, 53), (128, 96)])
-def test_output_shape_equals_input_shape_in_unit_range(size):
-    model = build_model(ModelConfig()).eval()
+@pytest.mark.parametrize("arch", ["lut", "poster"])
+def test_output_shape_equals_input_shape_in_unit_range(size, arch):
+    model = build_model(ModelConfig(arch=arch)).eval()
     x = torch.rand(2, 3, *size)
     y = model(x)
     assert y.shape == x.shape
     assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0
 
 
-def test_poster_default_is_conv_only_with_dropout_and_leaky_relu():
-    model = build_model(ModelConfig())
+def test_poster_is_conv_only_with_dropout_and_leaky_relu():
+    model = build_model(load_config(POSTER_YAML).model)
     layers = list(model.modules())
     convs = [m for m in layers if isinstance(m, nn.Conv2d)]
     assert len(convs) == 4
@@ -29,16 +34,16 @@ def test_poster_default_is_conv_only_with_dropout_and_leaky_relu():
 @pytest.mark.parametrize("skip", ["concat", "add", "none"])
 @pytest.mark.parametrize("depth", [2, 4, 8])
 def test_width_depth_and_skip_are_configurable(skip, depth):
-    model = build_model(ModelConfig(depth=depth, width=8, skip=skip)).eval()
+    model = build_model(ModelConfig(arch="poster", depth=depth, width=8, skip=skip)).eval()
     assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == depth
     assert model(torch.rand(1, 3, 20, 24)).shape == (1, 3, 20, 24)
 
 
 def test_skip_connections_change_the_function():
     torch.manual_seed(0)
-    with_skip = build_model(ModelConfig(skip="add", dropout=0.0)).eval()
+    with_skip = build_model(ModelConfig(arch="poster", skip="add", dropout=0.0)).eval()
     torch.manual_seed(0)
-    without = build_model(ModelConfig(skip="none", dropout=0.0)).eval()
+    without = build_model(ModelConfig(arch="poster", skip="none", dropout=0.0)).eval()
     x = torch.rand(1, 3, 16, 16)
     assert not torch.allclose(with_skip(x), without(x))
 
@@ -71,7 +76,7 @@ def test_affine_model_can_undo_a_colour_cast_exactly():
     assert torch.allclose(model(casted), clean, atol=1e-5)
 
 
-def _trained_looking_lut(width: int = 8) -> torch.nn.Module:
+def _trained_looking_lut(width: int = 32) -> torch.nn.Module:
     """A `lut` model whose zero-initialised output layers are set to random values, so that it
     changes colours and detail like a trained one would."""
     torch.manual_seed(0)
@@ -82,7 +87,7 @@ def _trained_looking_lut(width: int = 8) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("width", [0, 8])
+@pytest.mark.parametrize("width", [0, 32])
 def test_lut_model_is_the_identity_at_initialisation(width):
     model = build_model(ModelConfig(arch="lut", width=width, depth=2)).eval()
     x = torch.rand(2, 3, 45, 70)
