@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_OUT ?= outputs/demo
+MODEL_OUT ?= outputs/model
+MODEL_EPOCHS ?= 30
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean model
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +19,20 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/skinray demo --out $(DEMO_OUT)
+
+# The bundled default model (skinray/models/default): the default recipe (jobs/configs/default.yaml)
+# on synthetic photos, evaluated on held-out photos of another seed, then packaged with its
+# training log and evaluation (MODEL.md). About 30 minutes on 2 CPU cores.
+model: $(STAMP)
+	[ -d $(MODEL_OUT)/data ] || $(BIN)/skinray synth $(MODEL_OUT)/data --count 1600 --size 256 --seed 0
+	[ -d $(MODEL_OUT)/heldout ] || $(BIN)/skinray synth $(MODEL_OUT)/heldout --count 60 --size 256 --seed 7
+	$(BIN)/skinray train --config jobs/configs/default.yaml --set data.source=$(MODEL_OUT)/data \
+	    --set train.storage=$(MODEL_OUT)/runs --name bundled --image-size 64 --epochs $(MODEL_EPOCHS) \
+	    --set data.val_fraction=0.1 --batch-size 8 --workers 2
+	$(BIN)/skinray evaluate --model $(MODEL_OUT)/runs/bundled --data $(MODEL_OUT)/heldout --split all \
+	    --size 256 --out $(MODEL_OUT)/eval
+	$(BIN)/python -m skinray.bundle $(MODEL_OUT)/runs/bundled $(MODEL_OUT)/eval \
+	    "make model MODEL_EPOCHS=$(MODEL_EPOCHS)" "1600 synthetic skin photos (skinray synth, seed 0, 256 px)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -7,7 +7,8 @@ A checkpoint is a folder (local or ``s3://``) holding::
     training_state.pt  optimizer state and epoch, for resuming (absent from exported models)
 
 :func:`load` rebuilds the exact model from ``skinray.json`` without Ray. It also accepts a run
-folder (``STORAGE/NAME``) and then loads the run's exported best model, ``STORAGE/NAME/best``.
+folder (``STORAGE/NAME``) and then loads the run's exported best model, ``STORAGE/NAME/best``,
+and the name ``bundled``: the small default model shipped inside the package (``make model``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from skinray import storage
 from skinray.config import Config
 from skinray.errors import CheckpointError, SkinrayError
 from skinray.model import build_model
+
+BUNDLED = "bundled"  # the model shipped inside the package: the default --model everywhere
+BUNDLED_DIR = Path(__file__).resolve().parent / "models" / "default"
 
 FORMAT = "skinray-checkpoint"
 FORMAT_VERSION = 1
@@ -102,7 +106,13 @@ def read_metadata(uri: str, s3: storage.S3Options | None = None) -> dict[str, An
 
 
 def _resolve(uri: str, s3: storage.S3Options | None) -> str:
-    """A run folder resolves to its exported best model; a checkpoint folder to itself."""
+    """``bundled`` resolves to the packaged model, a run folder to its exported best model, a
+    checkpoint folder to itself."""
+    if uri == BUNDLED:
+        if not (BUNDLED_DIR / META_FILE).is_file():
+            raise CheckpointError(f"the bundled model is missing from this installation ({BUNDLED_DIR}); "
+                                  f"reinstall skinray, build it with `make model`, or pass --model")
+        return str(BUNDLED_DIR)
     if not storage.exists(storage.join(uri, META_FILE), s3) and storage.exists(
             storage.join(uri, BEST_DIR, META_FILE), s3):
         return storage.join(uri, BEST_DIR)

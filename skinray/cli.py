@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("enhance", help="enhance every photo under a folder or bucket prefix (Ray Data)")
     p.add_argument("input", nargs="?", help="folder or s3://bucket/prefix of photos")
     p.add_argument("output", nargs="?", help="folder or s3://bucket/prefix for the enhanced photos")
-    p.add_argument("--model", help="checkpoint: a run folder (loads its best) or a checkpoint folder")
+    p.add_argument("--model", help="checkpoint: a run folder (loads its best), a checkpoint folder, or "
+                                   "'bundled', the model shipped with skinray (default)")
     p.add_argument("--format", help="same (default) | png | jpeg")
     p.add_argument("--quality", type=int, help="JPEG quality (default 95)")
     p.add_argument("--overwrite", action="store_true", default=None,
@@ -240,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_enhance)
 
     p = sub.add_parser("serve", help="run the online endpoint (Ray Serve) on this machine")
-    p.add_argument("--model", required=True, help="checkpoint: a run folder (loads its best) or a checkpoint folder")
+    p.add_argument("--model", default="bundled", help="checkpoint: a run folder (loads its best), a checkpoint "
+                                                      "folder, or 'bundled', the model shipped with skinray (default)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-file", help="file holding the API key (default: env SKINRAY_API_KEY, else none)")

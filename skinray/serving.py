@@ -58,7 +58,8 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str  # checkpoint URI: a run folder (its best model) or a checkpoint folder, local or s3://
+    model: str = "bundled"  # checkpoint URI: a run folder (its best model), a checkpoint folder (local or
+    # s3://), or bundled: the model shipped with skinray
     max_body_bytes: int = Field(20 * 2**20, ge=1)
     # Largest image a request may declare: 25 Mpx (6000x4000 DSLR, 12-24 Mpx phones, any
     # dermatoscope). At ~2.3-2.9 bytes/pixel to decode and ~2x the RGB image while enhancing,

@@ -1,0 +1,80 @@
+"""Package a trained run as the bundled default model (``make model``).
+
+    python -m skinray.bundle RUN EVAL_DIR COMMAND DATA_NOTE
+
+copies the run's best checkpoint (``model.pt``, ``skinray.json``) into
+``skinray/models/default/``, adds to its metadata what it is and how it was made (the command,
+the training data, the evaluation summary), and writes ``MODEL.md`` beside it: the per-epoch
+training log and the evaluation report. ``--model`` defaults to this model everywhere
+(``skinray.checkpoint.BUNDLED``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from skinray import checkpoint
+
+
+def bundle(run: str, eval_dir: str, command: str, data_note: str,
+           dest: Path = checkpoint.BUNDLED_DIR) -> Path:
+    """Copy ``run``'s best model into ``dest`` with its provenance (``command`` rebuilds it,
+    ``data_note`` says what its training photos are); returns ``dest``."""
+    loaded = checkpoint.load(run)  # fails with a clear message if RUN is no checkpoint
+    source = Path(loaded.uri)
+    evaluation = json.loads((Path(eval_dir) / "metrics.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / checkpoint.MODEL_FILE, dest / checkpoint.MODEL_FILE)
+    meta = json.loads((source / checkpoint.META_FILE).read_text())
+    cfg = loaded.config
+    meta["bundled"] = {
+        "what": f"skinray's default model: arch {cfg.model.arch}, {_parameters(loaded.model):,} parameters",
+        "trained_on": f"{data_note}: {cfg.data.source} ({loaded.metrics.get('train_images', '?')} training and "
+                      f"{loaded.metrics.get('val_images', '?')} validation images per epoch, "
+                      f"{cfg.data.image_size} px), degradations {cfg.degrade}",
+        "command": command,
+        "evaluation": {"data": evaluation.get("data"), "images": evaluation.get("images"),
+                       "size": evaluation.get("size"), "summary": evaluation.get("summary")},
+    }
+    (dest / checkpoint.META_FILE).write_text(json.dumps(meta, indent=2, default=float))
+    (dest / "MODEL.md").write_text(_model_card(meta, loaded.history, Path(eval_dir) / "report.md"))
+    checkpoint.load(str(dest))  # the bundled copy loads
+    return dest
+
+
+def _parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _model_card(meta: dict, history: list[dict], report: Path) -> str:
+    b = meta["bundled"]
+    lines = ["# skinray bundled model", "", b["what"] + ".", "", f"Trained on {b['trained_on']}.", "",
+             "Rebuilt by:", "", "```", b["command"], "```", "", "## Training log", "",
+             "| epoch | train loss | val loss | val PSNR dB (degraded input) | val SSIM | s |",
+             "|---|---|---|---|---|---|"]
+    for h in history:
+        lines.append(f"| {h['epoch'] + 1} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | "
+                     f"{h['val_psnr']:.2f} ({h['val_psnr_input']:.2f}) | {h['val_ssim']:.4f} | "
+                     f"{h.get('epoch_seconds', 0):.0f} |")
+    lines += ["", "## Evaluation", ""]
+    if report.is_file():
+        body = report.read_text().split("\n", 1)[-1]  # drop the report's own title
+        lines.append(body.replace("\n## ", "\n### ").split("\n### Figures")[0])
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 4:
+        print(__doc__, file=sys.stderr)
+        return 2
+    dest = bundle(*argv)
+    print(f"[skinray] bundled model written to {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
