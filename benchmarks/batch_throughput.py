@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from skinray import batch, checkpoint, images, synth
-from skinray.config import Config, EnhanceConfig
+from skinray.config import POSTER_MODEL as POSTER, Config, EnhanceConfig
 from skinray.model import build_model
 from skinray.predict import Enhancer
 from skinray.runtime import init_ray
@@ -115,7 +115,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         torch.manual_seed(0)
-        model = str(checkpoint.save(root / "model", build_model(Config().model), Config(), {"epoch": 0}))
+        cfg = Config(model=POSTER)  # the figures in the README were measured with the poster network
+        model = str(checkpoint.save(root / "model", build_model(cfg.model), cfg, {"epoch": 0}))
         for size in args.sizes:
             count = args.count if size <= 512 else args.large_count
             src = root / f"in_{size}"

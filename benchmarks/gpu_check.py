@@ -1,7 +1,7 @@
 """GPU check (at most a few minutes): training steps and inference in bf16 mixed precision with
 channels_last, against fp32 in the same run. Needs no Ray and no data: synthetic skin photos.
 
-    python benchmarks/gpu_check.py [--size 256] [--batch 16] [--steps 50] [--arch poster]
+    python benchmarks/gpu_check.py [--size 256] [--batch 16] [--steps 50] [--arch lut]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--arch", default="poster")
+    parser.add_argument("--arch", default="lut")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (no GPU found)"

@@ -150,7 +150,7 @@ def main() -> None:
     model = args.model
     if not model:
         torch.manual_seed(0)
-        cfg = Config(model=ModelConfig(width=args.width))
+        cfg = Config(model=ModelConfig(arch="poster", width=args.width))
         model = str(checkpoint.save(Path(tempfile.mkdtemp()) / "best", build_model(cfg.model), cfg, {"epoch": 0}))
     app_args = {"model": model}
     for item in args.set:

@@ -72,7 +72,8 @@ def main() -> None:
         cfg = load_config(overrides={"data.source": f"{tmp}/data", "data.image_size": args.size,
                                      "train.storage": f"{tmp}/runs", "train.name": "bench",
                                      "train.epochs": args.epochs, "train.workers": 1,
-                                     "train.cpus_per_worker": args.threads})
+                                     "train.cpus_per_worker": args.threads, "model.arch": "poster",
+                                     "train.loss": "ssim"})  # the README's figures: the poster network
         manifest = data.load_or_build_manifest(cfg)
         compute_only = plain_loop(cfg, manifest, args.epochs, args.threads, preprocess_each_epoch=False)
         with_data = plain_loop(cfg, manifest, args.epochs, args.threads, preprocess_each_epoch=True)

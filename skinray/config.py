@@ -170,6 +170,10 @@ class ModelConfig:
         _require(self.thumbnail >= 32, "model.thumbnail", f"must be >= 32 pixels, got {self.thumbnail}")
 
 
+# The poster's network (jobs/configs/poster.yaml): 4 conv layers, dropout 0.15, concat skips.
+POSTER_MODEL = ModelConfig(arch="poster", width=32, depth=4, dropout=0.15, skip="concat")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Ray Train run. The poster's 100 epochs, lr 0.002 and batch 16, with the recommended PSNR

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skinray.config import Config, load_config, parse_set_flags
+from skinray.config import POSTER_MODEL, Config, load_config, parse_set_flags
 from skinray.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,6 +17,7 @@ def test_defaults_are_the_recommended_recipe_and_poster_yaml_is_the_posters():
     assert (poster.train.epochs, poster.train.lr, poster.train.batch_size, poster.train.loss,
             poster.train.lr_schedule) == (100, 0.002, 16, "ssim", "constant")
     assert (poster.model.arch, poster.model.depth, poster.model.dropout) == ("poster", 4, 0.15)
+    assert poster.model == POSTER_MODEL
     assert (poster.degrade.jitter_fraction, poster.degrade.clean_fraction) == (0.6, 0.0)
 
 

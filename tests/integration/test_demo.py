@@ -22,6 +22,10 @@ def test_demo_writes_samples_curve_summary_and_enhanced_folder(ray_local, tmp_pa
     assert len(enhanced) == 12
     assert (tmp_path / "enhanced" / "_skinray" / "manifest.parquet").exists()
     report = tmp_path / "evaluation" / "report.md"
-    assert summary["report"] == str(report) and "shades_of_gray" in report.read_text()
+    text = report.read_text()
+    assert summary["report"] == str(report) and "shades_of_gray" in text
+    for row in ("oracle: 3x4 colour transform", "oracle: 3-D LUT", "## Colour faults", "## Camera faults only",
+                "## Clean photos", "model lut (demo)", "model lut (bundled)"):
+        assert row in text, f"the report shows {row!r}"
     for name in ("validation_grid.png", "loss_curve_0.png", "photos_before_after.png"):
         assert images.decode((tmp_path / "evaluation" / name).read_bytes()).shape[0] > 50
