@@ -6,6 +6,10 @@ A checkpoint is a folder (local or ``s3://``) holding::
     skinray.json       format version, full Config, metrics, per-epoch history, data fingerprint
     training_state.pt  optimizer state and epoch, for resuming (absent from exported models)
 
+Every ``.pt`` file is data: tensors, plain numbers, strings, lists/tuples/dicts, loaded with
+``torch.load(..., weights_only=True)``; a file that would need full unpickling (which can run
+code) is refused with :class:`CheckpointError`, never unpickled.
+
 :func:`load` rebuilds the exact model from ``skinray.json`` without Ray. It also accepts a run
 folder (``STORAGE/NAME``) and then loads the run's exported best model, ``STORAGE/NAME/best``,
 and the name ``bundled``: the small default model shipped inside the package (``make model``).
@@ -16,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +88,10 @@ def save(directory: str | Path, model: nn.Module, config: Config, metrics: dict[
     }
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
     if optimizer is not None:
-        torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch}, directory / STATE_FILE)
+        if epoch is None:
+            raise ValueError("save: epoch is required with optimizer")
+        # Adam's state_dict is tensors, numbers, bools, None and tuples: loadable with weights_only.
+        torch.save({"optimizer": optimizer.state_dict(), "epoch": int(epoch)}, directory / STATE_FILE)
     return directory
 
 
@@ -142,17 +150,58 @@ def load(uri: str | Path, device: str | torch.device = "cpu", s3: storage.S3Opti
                        uri=uri)
 
 
-def load_training_state(directory: str | Path, model: nn.Module,
-                        optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, Any]]]:
+def load_training_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        where: str | None = None) -> tuple[int, list[dict[str, Any]]]:
     """Restore weights and optimizer in place from a local checkpoint folder; returns
-    (next epoch to run, history so far)."""
+    (next epoch to run, history so far). ``where``: the checkpoint's URI for error messages
+    (default: the folder)."""
     directory = Path(directory)
+    where = where or str(directory)
     meta = read_metadata(str(directory), None)
     state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
     unwrap(model).load_state_dict(state)
-    training = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+    try:
+        source = (directory / STATE_FILE).read_bytes()
+    except FileNotFoundError:
+        source = None
+    training = _parse_training_state(source, where)
     optimizer.load_state_dict(training["optimizer"])
-    return int(training["epoch"]) + 1, list(meta.get("history", []))
+    return training["epoch"] + 1, list(meta.get("history", []))
+
+
+def check_training_state(uri: str, s3: storage.S3Options | None = None) -> int:
+    """Check, without running anything in it, that a local or S3 checkpoint can be resumed;
+    returns its epoch. Raises :class:`CheckpointError` as :func:`load_training_state` would."""
+    state_uri = storage.join(uri, STATE_FILE)
+    source = storage.read_bytes(state_uri, s3) if storage.exists(state_uri, s3) else None
+    return _parse_training_state(source, uri)["epoch"]
+
+
+def _parse_training_state(source: bytes | None, where: str) -> dict[str, Any]:
+    """``training_state.pt`` as data only ({"optimizer": state dict, "epoch": int}); a file that
+    needs full unpickling is refused, not executed. ``where``: the checkpoint folder's URI."""
+    path = storage.join(where, STATE_FILE)
+    if source is None:
+        raise CheckpointError(f"{path}: missing; this checkpoint cannot be resumed (start a new run "
+                              f"with another --name; --set train.init={where} keeps its weights)")
+    try:
+        training = torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: the file could run code
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        reason = f"it calls or builds {found.group(1)}" if found else "it is not loadable as data"
+        raise CheckpointError(
+            f"{path}: refused: it holds Python objects beyond tensors and plain numbers, and loading "
+            f"it would run code ({reason}); it was written by an older skinray or not by skinray. "
+            f"Do not resume from it: start a new run with another --name (--set "
+            f"train.init={where} keeps its model weights, which load safely), or delete the "
+            f"run's checkpoints") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: corrupt ({str(exc)[:200]})") from None
+    if not (isinstance(training, dict) and isinstance(training.get("optimizer"), dict)
+            and isinstance(training.get("epoch"), int) and not isinstance(training["epoch"], bool)):
+        raise CheckpointError(f"{path}: not a skinray training state (expected optimizer state and "
+                              f"an integer epoch)")
+    return training
 
 
 def export(src: str, dest: str, s3: storage.S3Options | None = None) -> str:

@@ -180,7 +180,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     resume_from = ray.train.get_checkpoint()
     if resume_from is not None:
         with resume_from.as_directory() as directory:
-            start_epoch, history = checkpoint.load_training_state(directory, model, optimizer)
+            name = resume_from.path.rstrip("/").rsplit("/", 1)[-1]  # epoch_XXXX, for messages
+            start_epoch, history = checkpoint.load_training_state(
+                directory, model, optimizer, where=storage.join(cfg.train.storage, cfg.train.name, name))
         if rank == 0:
             _say(f"resumed from checkpoint after epoch {start_epoch - 1}")
 

@@ -32,6 +32,59 @@ def test_training_state_resumes_epoch_and_optimizer(tmp_path):
     optimizer = torch.optim.Adam(model.parameters())
     next_epoch, history = checkpoint.load_training_state(directory, model, optimizer)
     assert next_epoch == 3 and len(history) == 3
+    assert checkpoint.check_training_state(str(directory)) == 2
+
+
+def test_training_state_is_data_that_loads_weights_only(tmp_path):
+    _, _, directory = _saved(tmp_path)
+    training = torch.load(directory / checkpoint.STATE_FILE, weights_only=True)
+    assert training["epoch"] == 2 and type(training["epoch"]) is int
+    assert set(training["optimizer"]) == {"state", "param_groups"}
+    assert isinstance(torch.load(directory / checkpoint.MODEL_FILE, weights_only=True), dict)
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it calls exec, which writes the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+def test_training_state_that_would_run_code_is_refused(tmp_path):
+    import pickle
+
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_RunsCode(probe)))
+    assert probe.exists(), "the payload is live: plain unpickling runs it"
+
+    cfg, _, directory = _saved(tmp_path)
+    marker = tmp_path / "marker"
+    torch.save({"optimizer": _RunsCode(marker), "epoch": 2}, directory / checkpoint.STATE_FILE)
+    model = build_model(cfg.model)
+    optimizer = torch.optim.Adam(model.parameters())
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load_training_state(directory, model, optimizer)
+    message = str(info.value)
+    assert str(directory / checkpoint.STATE_FILE) in message and "refused" in message
+    assert "--name" in message and "train.init" in message, "says what to do"
+    assert not marker.exists(), "nothing in the file was executed"
+    with pytest.raises(CheckpointError, match="refused"):
+        checkpoint.check_training_state(str(directory))  # the pre-flight check reads it the same way
+    assert not marker.exists()
+
+
+def test_training_state_of_the_wrong_shape_is_refused(tmp_path):
+    cfg, _, directory = _saved(tmp_path)
+    torch.save({"optimizer": {}, "epoch": 2.5}, directory / checkpoint.STATE_FILE)
+    model = build_model(cfg.model)
+    with pytest.raises(CheckpointError, match="integer epoch"):
+        checkpoint.load_training_state(directory, model, torch.optim.Adam(model.parameters()))
+    (directory / checkpoint.STATE_FILE).unlink()
+    with pytest.raises(CheckpointError, match="training_state.pt: missing"):
+        checkpoint.check_training_state(str(directory))
 
 
 def test_run_folder_resolves_to_best_and_export_drops_optimizer(tmp_path):
