@@ -77,6 +77,9 @@ class DegradeConfig:
     the poster's (jitter on 60%, always the box/bicubic down-up blur, nothing else)."""
 
     clean_fraction: float = 0.2  # share of pairs left untouched (input == target, bit-exact)
+    # Good photos vary: each training photo's white balance, exposure and saturation are varied
+    # by up to this much (degrade.vary_uint8) before degrading, in input and target alike.
+    natural_variation: float = 0.2
     # colour jitter, torchvision ColorJitter (the poster's): a share of the non-clean pairs
     jitter_fraction: float = 0.6
     brightness: float = 0.6  # factor drawn from [max(0, 1 - b), 1 + b]
@@ -113,6 +116,8 @@ class DegradeConfig:
         for name in ("brightness", "contrast", "saturation"):
             value = getattr(self, name)
             _require(0.0 <= value < 1.0, f"degrade.{name}", f"must be in [0, 1), got {value}")
+        _require(0.0 <= self.natural_variation <= 0.5, "degrade.natural_variation",
+                 f"must be in [0, 0.5], got {self.natural_variation}")
         _require(0.0 <= self.hue <= 0.5, "degrade.hue", f"must be in [0, 0.5], got {self.hue}")
         _require(0.0 <= self.wb <= 1.0, "degrade.wb", f"must be in [0, 1], got {self.wb}")
         _require(0.0 <= self.exposure <= 3.0, "degrade.exposure",
@@ -130,7 +135,7 @@ class DegradeConfig:
 # The poster's degradations: torchvision ColorJitter on 60% of images, always the box-down /
 # bicubic-up blur by 1.5-3x, no clean share and no other fault. jobs/configs/poster.yaml uses it.
 POSTER_DEGRADE = DegradeConfig(
-    clean_fraction=0.0,
+    clean_fraction=0.0, natural_variation=0.0,
     jitter_fraction=0.6, brightness=0.6, contrast=0.5, saturation=0.5, hue=0.05,
     wb_prob=0.0, exposure_prob=0.0,
     blur_prob=1.0, scale_min=1.5, scale_max=3.0, random_kernels=False,

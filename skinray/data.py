@@ -143,6 +143,7 @@ def make_pairs(batch: dict[str, np.ndarray], *, split: str, image_size: int, deg
             log.warning("skipping %s: %s", key, exc)
             continue
         rng = train_rng if split == "train" else degrade.key_rng(seed, key)
+        clean = degrade.vary_uint8(clean, rng, cfg.natural_variation)
         drawn = degrade.sample(rng, cfg)
         inputs[i] = degrade.apply_uint8(clean, drawn)
         targets[i] = clean

@@ -322,6 +322,23 @@ def apply_uint8(img: np.ndarray, d: Degradation) -> np.ndarray:
     return _to_uint8(apply(img.astype(np.float32) / np.float32(255.0), d))
 
 
+def vary_uint8(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A good photo, as another good photo might have been taken: white balance (R and B gains
+    log-uniform within +-``strength`` of G, grey brightness kept), exposure (+-2x``strength``
+    stops) and saturation (factor in [1 - s, 1 + s]) varied a little. Applied to the clean photo
+    of a training pair before it is degraded, so input and target both carry it and the model
+    learns that such differences are no fault. ``(H, W, 3)`` uint8 in and out; 0 returns it."""
+    if strength <= 0:
+        return img
+    rb = np.exp(rng.uniform(-strength, strength, 2))
+    gains = np.array([rb[0], 1.0, rb[1]], np.float32)
+    gains /= float(gains @ _LUMA)  # a grey pixel keeps its brightness
+    exposure = float(2.0 ** rng.uniform(-2 * strength, 2 * strength))
+    saturation = float(rng.uniform(1 - strength, 1 + strength))
+    out = adjust_saturation(white_balance(img.astype(np.float32) / 255.0, tuple(gains * exposure)), saturation)
+    return _to_uint8(out)
+
+
 def key_rng(seed: int, key: str) -> np.random.Generator:
     """A generator that is a pure function of (seed, key): fixed validation degradations."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()

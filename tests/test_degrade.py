@@ -299,3 +299,35 @@ def test_key_rng_is_a_function_of_seed_and_key():
     cfg = DegradeConfig()
     assert degrade.sample(degrade.key_rng(0, "a.jpg"), cfg) == degrade.sample(degrade.key_rng(0, "a.jpg"), cfg)
     assert degrade.sample(degrade.key_rng(0, "a.jpg"), cfg) != degrade.sample(degrade.key_rng(1, "a.jpg"), cfg)
+
+
+def test_natural_variation_changes_good_photos_a_little_and_zero_leaves_them():
+    photo = skin_image(0, 5, 64)
+    assert degrade.vary_uint8(photo, np.random.default_rng(0), 0.0) is photo
+    varied = [degrade.vary_uint8(photo, np.random.default_rng(seed), 0.2) for seed in range(20)]
+    means = np.array([v.reshape(-1, 3).mean(0) for v in varied])
+    assert np.ptp(means, axis=0).min() > 10, "white balance and exposure really vary"
+    ratio = means / photo.reshape(-1, 3).mean(0)
+    assert ratio.min() > 0.6 and ratio.max() < 1.6, "by a little: within about +-0.4 stops and 20% casts"
+    again = degrade.vary_uint8(photo, np.random.default_rng(3), 0.2)
+    np.testing.assert_array_equal(again, varied[3])  # a function of the generator's draws
+
+
+def test_training_pairs_carry_the_variation_in_input_and_target_alike(tmp_path):
+    import dataclasses
+    import io
+
+    from PIL import Image
+
+    from skinray.config import DegradeConfig as DC
+    from skinray.data import make_pairs
+
+    buf = io.BytesIO()
+    Image.fromarray(skin_image(0, 6, 48)).save(buf, format="PNG")
+    path = tmp_path / "good.png"
+    path.write_bytes(buf.getvalue())
+    cfg = dataclasses.asdict(DC(clean_fraction=1.0, natural_variation=0.2))
+    batch = {"key": np.array(["a"] * 8, dtype=object), "uri": np.array([str(path)] * 8, dtype=object)}
+    out = make_pairs(batch, split="train", image_size=48, degrade_cfg=cfg, seed=0, s3=None)
+    assert (out["input"] == out["target"]).all(), "clean pairs stay exact"
+    assert len({t.tobytes() for t in out["target"]}) > 4, "each draw varies the good photo anew"
