@@ -40,6 +40,8 @@ REPORT_SCHEMA = pa.schema([
     ("bytes_in", pa.int64()), ("bytes_out", pa.int64()), ("width", pa.int32()), ("height", pa.int32()),
     ("seconds", pa.float64()),
     ("owned", pa.bool_()),  # the file at output_key was written by skinray (this run or an earlier one)
+    ("colour", pa.string()),  # what decoding did to the colours: srgb, converted from <profile>, ...
+    ("warning", pa.string()),  # something ignored on the way (a corrupt ICC profile, unreadable EXIF)
 ])
 _EXT = {"png": ".png", "jpeg": ".jpg"}
 
@@ -58,16 +60,17 @@ def output_key(key: str, fmt: str) -> str:
     return stem + _EXT[fmt]
 
 
-def encode_for(key: str, rgb: np.ndarray, quality: int) -> bytes:
-    """Encode in the format the output key's extension names (PNG for unknown extensions)."""
-    ext = posixpath.splitext(key)[1].lower().lstrip(".")
-    return images.encode(rgb, ext if ext in ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp") else "png",
-                         quality)
+def encode_for(key: str, rgb: np.ndarray, quality: int, exif: bytes | None = None) -> bytes:
+    """Encode in the format the output key's extension names (PNG for unknown extensions),
+    tagged sRGB, with ``exif`` if given."""
+    ext = posixpath.splitext(key)[1].lower()
+    return images.encode(rgb, images.WRITE_EXTENSIONS.get(ext, "png"), quality, exif=exif)
 
 
 def _row(key: str, out_key: str = "", status: str = "todo", reason: str = "", **extra: Any) -> dict[str, Any]:
     row = {"key": key, "output_key": out_key, "status": status, "reason": reason, "bytes_in": 0,
-           "bytes_out": 0, "width": 0, "height": 0, "seconds": 0.0, "owned": False}
+           "bytes_out": 0, "width": 0, "height": 0, "seconds": 0.0, "owned": False, "colour": "",
+           "warning": ""}
     row.update(extra)
     return row
 
@@ -152,6 +155,7 @@ def read_decode(batch: dict[str, np.ndarray], *, max_pixels: int, s3,
     """CPU task: read and decode each input (or validate its existing output)."""
     n = len(batch["key"])
     pixels, status, reason = [b""] * n, list(batch["status"]), list(batch["reason"])
+    colour, warning, exif = list(batch["colour"]), list(batch["warning"]), [b""] * n
     width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
     bytes_out, seconds = np.zeros(n, np.int64), np.zeros(n, np.float64)
     for i in range(n):
@@ -170,16 +174,18 @@ def read_decode(batch: dict[str, np.ndarray], *, max_pixels: int, s3,
                             f"earlier skinray run wrote it: not replaced")
                         continue
                     # an invalid output that skinray wrote is redone
-            rgb = images.decode(_read(str(batch["src"][i]), s3, follow_symlinks), max_pixels)
-            height[i], width[i] = rgb.shape[:2]
-            pixels[i] = rgb.tobytes()
+            decoded = images.decode_photo(_read(str(batch["src"][i]), s3, follow_symlinks), max_pixels)
+            height[i], width[i] = decoded.rgb.shape[:2]
+            pixels[i] = decoded.rgb.tobytes()
+            colour[i], warning[i], exif[i] = decoded.colour, decoded.warning, decoded.exif or b""
         except SkinrayError as exc:
             status[i], reason[i] = "failed", str(exc)
         finally:
             seconds[i] += time.perf_counter() - started
     return {**batch, "pixels": np.array(pixels, dtype=object), "status": np.array(status, dtype=object),
             "reason": np.array(reason, dtype=object), "width": width, "height": height,
-            "bytes_out": bytes_out, "seconds": seconds}
+            "bytes_out": bytes_out, "seconds": seconds, "colour": np.array(colour, dtype=object),
+            "warning": np.array(warning, dtype=object), "exif": np.array(exif, dtype=object)}
 
 
 class EnhanceStage:
@@ -210,8 +216,10 @@ class EnhanceStage:
                 "reason": np.array(reason, dtype=object), "seconds": seconds}
 
 
-def encode_write(batch: dict[str, np.ndarray], *, quality: int, s3) -> dict[str, np.ndarray]:
-    """CPU task: encode each enhanced image by its output extension and write it whole."""
+def encode_write(batch: dict[str, np.ndarray], *, quality: int, s3,
+                 strip_metadata: bool = False) -> dict[str, np.ndarray]:
+    """CPU task: encode each enhanced image by its output extension (tagged sRGB, with the
+    input's EXIF unless ``strip_metadata``) and write it whole."""
     status, reason = list(batch["status"]), list(batch["reason"])
     bytes_out, seconds = np.array(batch["bytes_out"], np.int64), np.array(batch["seconds"], np.float64)
     owned = np.array(batch["owned"], bool)
@@ -222,13 +230,15 @@ def encode_write(batch: dict[str, np.ndarray], *, quality: int, s3) -> dict[str,
         try:
             rgb = np.frombuffer(batch["pixels"][i], np.uint8).reshape(int(batch["height"][i]),
                                                                       int(batch["width"][i]), 3)
-            data = encode_for(str(batch["output_key"][i]), rgb, quality)
+            exif = None if strip_metadata else (bytes(batch["exif"][i]) or None)
+            data = encode_for(str(batch["output_key"][i]), rgb, quality, exif)
             _write(str(batch["dst"][i]), data, s3, replace=bool(batch["replace"][i]))
             status[i], bytes_out[i], owned[i] = "ok", len(data), True
         except (SkinrayError, OSError, ValueError) as exc:
             status[i], reason[i] = "failed", f"write: {exc}"
         seconds[i] += time.perf_counter() - started
-    return {**{name: batch[name] for name in ("key", "output_key", "bytes_in", "width", "height")},
+    return {**{name: batch[name] for name in ("key", "output_key", "bytes_in", "width", "height", "colour",
+                                              "warning")},
             "status": np.array(status, dtype=object),
             "reason": np.array(reason, dtype=object), "bytes_out": bytes_out, "seconds": seconds,
             "owned": owned}
@@ -339,7 +349,7 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
                             compute=ray.data.ActorPoolStrategy(size=cfg.workers),
                             num_gpus=1 if cfg.gpu else 0, num_cpus=0 if cfg.gpu else 1)
         ds = ds.map_batches(encode_write, batch_format="numpy", batch_size=cfg.batch_size,
-                            fn_kwargs={"quality": cfg.quality, "s3": s3})
+                            fn_kwargs={"quality": cfg.quality, "s3": s3, "strip_metadata": cfg.strip_metadata})
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             new = batch.select(REPORT_SCHEMA.names).to_pylist()
             rows.extend(new)
@@ -359,6 +369,6 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
         "input": cfg.input, "output": cfg.output, "model": cfg.model, "model_id": model.model_id,
         "counts": counts, "total": len(rows), "seconds": seconds, "images_per_s": summary.images_per_s,
         "started": started_at, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "format": cfg.format, "quality": cfg.quality,
+        "format": cfg.format, "quality": cfg.quality, "strip_metadata": cfg.strip_metadata,
     }, indent=2).encode(), s3, replace=True)
     return summary

@@ -115,7 +115,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 _ENHANCE_FLAGS = ("model", "input", "output", "format", "quality", "overwrite", "workers", "gpu",
-                  "batch_size", "max_pixels", "follow_symlinks")
+                  "batch_size", "max_pixels", "follow_symlinks", "strip_metadata")
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redo outputs that already exist (only files an earlier skinray run wrote)")
     p.add_argument("--follow-symlinks", action="store_true", default=None,
                    help="list and read through symbolic links (loops detected); default: a link is a failed row")
+    p.add_argument("--strip-metadata", action="store_true", default=None,
+                   help="write outputs without the input's EXIF (default: kept, orientation reset to 1)")
     p.add_argument("--workers", type=int, help="model actors (default 1)")
     p.add_argument("--gpu", action="store_true", default=None, help="one GPU per model actor")
     p.add_argument("--batch-size", type=int, help="images per model call (default 8)")

@@ -1,26 +1,69 @@
-"""Decoding and encoding photographs: bytes in, correctly oriented RGB uint8 HWC out.
+"""Decoding and encoding photographs: bytes in, correctly oriented sRGB uint8 HWC out.
 
-Every image path in skinray (training data, batch enhancement, the online endpoint) decodes
-through :func:`decode`, so that grayscale, RGBA, palette, 16-bit, CMYK and EXIF-rotated photos
-all become the same thing: an ``(H, W, 3)`` ``uint8`` array, upright as a viewer shows it.
+Every image path in skinray (training data, batch enhancement, the online endpoint, evaluate)
+decodes through :func:`decode` / :func:`decode_photo`, so that grayscale, RGBA, palette, 16-bit,
+CMYK, HEIC and EXIF-rotated photos, in any colour space their ICC profile names, all become the
+same thing: an ``(H, W, 3)`` ``uint8`` sRGB array, upright as a viewer shows it.
+
+Colour management: an embedded ICC profile (RGB, CMYK or gray) is converted to sRGB with
+littlecms (Pillow's ``ImageCms``), rendering intent *relative colorimetric*: colours inside sRGB
+(nearly all skin tones) keep their measured values and only out-of-gamut colours are clipped,
+whereas *perceptual* would compress every colour of profiles that carry perceptual tables, i.e.
+shift the skin tones skinray is asked to correct. (For the matrix/curve profiles of phones and
+cameras - Display P3, Adobe RGB - littlecms gives the same result for both intents.) A profile
+that names sRGB is not converted; a profile littlecms cannot read or use is ignored (the pixels
+are taken as sRGB) and reported in :attr:`Decoded.warning`, never an error. Outputs are written
+as sRGB and carry the sRGB profile (:func:`encode`).
+
+The formats, extensions and Content-Types skinray reads and writes are listed here and only here.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError, features
 
 from skinray.errors import ImageDecodeError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+try:  # HEIC/HEIF (iPhone photos) through libheif; a dependency, but reading still works without it
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_AVAILABLE = True
+except ImportError:  # pragma: no cover
+    HEIF_AVAILABLE = False
+AVIF_AVAILABLE = bool(features.check("avif"))  # Pillow's own AVIF plugin (libavif), when built with it
+
+# --- what skinray reads and writes: the one list ---------------------------------------------
 # The Pillow plugins skinray opens, and no other: anything else (ICO, GIF, PSD, ...) is refused
 # before a plugin parses it. (JPEGs from cameras that add a preview frame open as JPEG and report
 # format "MPO"; their first frame is the photo.)
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP") + (("HEIF",) if HEIF_AVAILABLE else ()) + (
+    ("AVIF",) if AVIF_AVAILABLE else ())
+# File extensions an archive job treats as photos (others are 'not-image' rows).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp") + (
+    (".heic", ".heif", ".hif") if HEIF_AVAILABLE else ()) + ((".avif",) if AVIF_AVAILABLE else ())
+# The endpoint's Content-Types -> the Pillow formats such a body may be (BMP only in archive jobs).
+CONTENT_TYPES = {"image/jpeg": ("JPEG", "MPO"), "image/jpg": ("JPEG", "MPO"), "image/png": ("PNG",),
+                 "image/webp": ("WEBP",), "image/tiff": ("TIFF",)}
+if HEIF_AVAILABLE:
+    CONTENT_TYPES.update({"image/heic": ("HEIF",), "image/heif": ("HEIF",)})
+if AVIF_AVAILABLE:
+    CONTENT_TYPES["image/avif"] = ("AVIF",)
+ENDPOINT_FORMATS = tuple(f for f in IMAGE_FORMATS if f != "BMP")
+# Output formats (name -> Pillow plugin) and the extension each writes; 'jpg' and 'tif' are aliases.
+ENCODERS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}
+FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
+WRITE_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff",
+                    ".tiff": "tiff", ".bmp": "bmp"}  # inputs with other extensions (HEIC, AVIF) -> JPEG
+
+RENDERING_INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC  # why: see the module docstring
 DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard: refuse larger images before decoding
 STRIP_PIXELS = 1 << 18  # conversion to RGB works on strips of about this many pixels
 _ORIENTATION = 0x0112
@@ -49,6 +92,66 @@ class UnsupportedFormatError(ImageDecodeError):
 
 def is_image_key(key: str) -> bool:
     return key.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def normalise_format(fmt: str) -> str:
+    """'jpg' -> 'jpeg', 'tif' -> 'tiff', lower case; other names unchanged."""
+    fmt = fmt.strip().lower()
+    return FORMAT_ALIASES.get(fmt, fmt)
+
+
+@dataclass
+class Decoded:
+    """A decoded photo and what was done to it: ``colour`` for the manifest (``srgb``,
+    ``untagged: assumed sRGB``, ``converted from Display P3``, ``... treated as sRGB``),
+    ``warning`` (empty unless something was ignored), ``exif`` (the photo's EXIF with its
+    orientation reset to 1, the pixels being upright; None if it had none)."""
+
+    rgb: np.ndarray
+    colour: str = "untagged: assumed sRGB"
+    warning: str = ""
+    exif: bytes | None = None
+    format: str = ""
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_icc() -> bytes:
+    """The ICC profile embedded in every output (littlecms's built-in sRGB)."""
+    return srgb_profile().tobytes()
+
+
+_PROFILE_MODES = {"RGB": ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA"), "CMYK": ("CMYK",),
+                  "GRAY": ("L", "I;16", "I;16L", "I;16B", "I;16N")}
+
+
+@functools.lru_cache(maxsize=32)
+def _colour_transform(icc: bytes, mode: str) -> tuple[ImageCms.ImageCmsTransform | None, str, str]:
+    """(transform to sRGB or None, colour note, warning) for an embedded profile and image mode.
+    Cached: an archive's photos usually share one profile. NOCACHE makes the transform safe to
+    share between threads (littlecms otherwise keeps the last pixel in the transform)."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = profile.profile.xcolor_space.strip().upper()
+        name = " ".join(ImageCms.getProfileDescription(profile).split()) or "an unnamed profile"
+    except Exception as exc:  # noqa: BLE001 - littlecms rejects bad profiles in many ways
+        return None, "profile unreadable: treated as sRGB", f"embedded ICC profile unreadable ({exc}): treated as sRGB"
+    if space == "RGB" and "srgb" in name.lower():
+        return None, "srgb", ""
+    if mode not in _PROFILE_MODES.get(space, ()):
+        return (None, "profile unsupported: treated as sRGB",
+                f"embedded ICC profile {name!r} is for {space or 'unknown'} data but the image is {mode}: treated as sRGB")
+    try:
+        transform = ImageCms.buildTransform(profile, srgb_profile(), "RGB" if space == "RGB" else mode, "RGB",
+                                            renderingIntent=RENDERING_INTENT, flags=ImageCms.Flags.NOCACHE)
+    except Exception as exc:  # noqa: BLE001
+        return (None, "profile unsupported: treated as sRGB",
+                f"embedded ICC profile {name!r} unusable ({exc}): treated as sRGB")
+    return transform, f"converted from {name}", ""
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> ImageTooLargeError:
@@ -98,9 +201,13 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     return img.size[0], img.size[1], img.format or "unknown"
 
 
-def _strip_rgb(strip: Image.Image, mode: str, top: float, alpha: bool) -> np.ndarray:
+def _strip_rgb(strip: Image.Image, mode: str, top: float, alpha: bool,
+               transform: ImageCms.ImageCmsTransform | None = None) -> np.ndarray:
     """One horizontal strip -> (h, w, 3) or (h, w, 1) uint8, the same numbers as converting the
-    whole image at once."""
+    whole image at once. ``transform`` (CMYK, gray and 16-bit gray with their own profile): the
+    strip goes straight from its own mode, at its own precision, to sRGB."""
+    if transform is not None:
+        return np.asarray(ImageCms.applyTransform(strip, transform))
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(strip, dtype=np.float64)  # strip-sized: a few MB
         return np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[:, :, None]
@@ -111,10 +218,11 @@ def _strip_rgb(strip: Image.Image, mode: str, top: float, alpha: bool) -> np.nda
     return np.asarray(strip.convert("RGB"))
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
+def _to_rgb(img: Image.Image, transform: ImageCms.ImageCmsTransform | None = None) -> np.ndarray:
     """Any Pillow mode -> (H, W, 3) uint8, converted strip by strip: the only full-size arrays
     are the decoded image and the result (no full-size float or RGBA copies). Alpha is
-    composited onto white; 16-bit and 32-bit gray are scaled to 8 bits."""
+    composited onto white; 16-bit and 32-bit gray are scaled to 8 bits. ``transform``: to sRGB
+    from an RGB profile (applied to the 8-bit RGB strip) or from the image's own mode."""
     width, height = img.size
     mode = img.mode
     top = 255.0
@@ -129,7 +237,12 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     rows = max(1, STRIP_PIXELS // width)
     for y0 in range(0, height, rows):
         y1 = min(height, y0 + rows)
-        out[y0:y1] = _strip_rgb(img.crop((0, y0, width, y1)), mode, top, alpha)
+        strip = img.crop((0, y0, width, y1))
+        if transform is not None and transform.input_mode == "RGB":  # RGB profile: on the RGB result
+            rgb = Image.fromarray(_strip_rgb(strip, mode, top, alpha), "RGB")
+            out[y0:y1] = np.asarray(ImageCms.applyTransform(rgb, transform))
+        else:
+            out[y0:y1] = _strip_rgb(strip, mode, top, alpha, transform)
     return out
 
 
@@ -144,24 +257,61 @@ def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
            formats: tuple[str, ...] = IMAGE_FORMATS) -> np.ndarray:
-    """Image bytes -> upright RGB, ``(H, W, 3)`` ``uint8``.
+    """Image bytes -> upright sRGB, ``(H, W, 3)`` ``uint8`` (:func:`decode_photo`'s pixels)."""
+    return decode_photo(data, max_pixels, formats).rgb
+
+
+def _kept_exif(exif: Image.Exif) -> tuple[bytes | None, str]:
+    """The EXIF block to write with the output (orientation 1: the pixels are upright), and a
+    warning if it could not be re-written (then it is dropped)."""
+    if not len(exif):
+        return None, ""
+    try:
+        exif[_ORIENTATION] = 1  # also where a plugin (TIFF) applied and removed it on load
+        return exif.tobytes(), ""
+    except Exception as exc:  # noqa: BLE001 - malformed EXIF must not fail the photo
+        return None, f"EXIF unreadable ({type(exc).__name__}): dropped"
+
+
+def decode_photo(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 formats: tuple[str, ...] = IMAGE_FORMATS) -> Decoded:
+    """Image bytes -> :class:`Decoded`: upright sRGB ``(H, W, 3)`` ``uint8`` pixels, what was
+    done to their colours, and the EXIF to keep.
 
     Raises :class:`ImageDecodeError` (with a reason) for empty, truncated or non-image bytes,
     :class:`UnsupportedFormatError` for formats outside ``formats`` and
     :class:`ImageTooLargeError` for images over ``max_pixels``, checked from the header before
     pixels are decoded. Multi-frame files (TIFF pages, animated PNG/WebP, MPO JPEGs) give their first
     frame, whose size is the one checked. Peak memory is about the decoded image in its own
-    mode plus the RGB result (e.g. 2 + 3 bytes per pixel for 16-bit gray, 4 + 3 for RGBA).
+    mode plus the RGB result (e.g. 2 + 3 bytes per pixel for 16-bit gray, 4 + 3 for RGBA); the
+    conversion to sRGB works strip by strip, in place. A bad ICC profile or EXIF block is never
+    an error: it is ignored and named in ``warning``.
     """
     img = _open(data, max_pixels, formats)
+    warnings_: list[str] = []
+    colour, exif = "untagged: assumed sRGB", None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
             if img.size[0] * img.size[1] > max_pixels:  # a plugin may size the frame on load
                 raise _too_large(img.size[0], img.size[1], max_pixels)
-            orientation = img.getexif().get(_ORIENTATION, 1)
-            rgb = _to_rgb(img)
+            try:
+                exif_tags = img.getexif()
+                orientation = exif_tags.get(_ORIENTATION, 1)
+                exif, problem = _kept_exif(exif_tags)
+            except Exception as exc:  # noqa: BLE001
+                orientation, exif, problem = 1, None, f"EXIF unreadable ({type(exc).__name__}): ignored"
+            if problem:
+                warnings_.append(problem)
+            transform = None
+            icc = img.info.get("icc_profile")
+            if icc:
+                transform, colour, problem = _colour_transform(bytes(icc), img.mode)
+                if problem:
+                    warnings_.append(problem)
+            rgb = _to_rgb(img, transform)
+            fmt = img.format or "unknown"
     except ImageDecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - a hostile body must not become a 500
@@ -171,16 +321,19 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     del img  # the decoded pixels go before the oriented copy is made
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageDecodeError(f"decoded to unexpected shape {rgb.shape}")
-    return _orient(rgb, orientation if isinstance(orientation, int) else 1)
+    rgb = _orient(rgb, orientation if isinstance(orientation, int) else 1)
+    return Decoded(rgb, colour, "; ".join(warnings_), exif, fmt)
 
 
-ENCODERS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}
+_JPEG_EXIF_LIMIT = 65533  # one APP1 segment
 
 
-def encode(rgb: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
-    """(H, W, 3) uint8 -> image bytes. PNG uses compress_level=1 (lossless, several times faster
-    than the default level); JPEG keeps full-resolution chroma (4:4:4) at quality >= 90."""
-    fmt = {"jpg": "jpeg", "tif": "tiff"}.get(fmt.lower(), fmt.lower())
+def encode(rgb: np.ndarray, fmt: str = "png", quality: int = 95, exif: bytes | None = None) -> bytes:
+    """(H, W, 3) uint8 sRGB -> image bytes tagged with the sRGB ICC profile (not BMP, which has
+    no place for it), with ``exif`` if given (not BMP; dropped from a JPEG if over the 64 KB of
+    one APP1 segment). PNG uses compress_level=1 (lossless, several times faster than the
+    default level); JPEG keeps full-resolution chroma (4:4:4) at quality >= 90."""
+    fmt = normalise_format(fmt)
     if fmt not in ENCODERS:
         raise ValueError(f"unsupported output format {fmt!r}; use one of {sorted(ENCODERS)}")
     options: dict = {}
@@ -190,6 +343,10 @@ def encode(rgb: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
         options = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
     elif fmt == "webp":
         options = {"quality": quality}
+    if fmt != "bmp":
+        options["icc_profile"] = srgb_icc()
+        if exif and not (fmt == "jpeg" and len(exif) > _JPEG_EXIF_LIMIT):
+            options["exif"] = exif
     out = io.BytesIO()
     Image.fromarray(np.asarray(rgb, dtype=np.uint8), "RGB").save(out, format=ENCODERS[fmt], **options)
     return out.getvalue()

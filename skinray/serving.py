@@ -414,12 +414,15 @@ class EnhanceService:
 
         try:
             try:
-                rgb = await self._in_thread(stop, images.decode, data, self.args.max_pixels, (image_format,))
+                decoded = await self._in_thread(stop, images.decode_photo, data, self.args.max_pixels,
+                                                (image_format,))
             except images.ImageTooLargeError as exc:
                 raise _error(413, f"cannot use this image: {exc}") from None
             except ImageDecodeError as exc:
                 raise _error(400, f"cannot use this image: {exc}") from None
             del data
+            rgb, exif, colour = decoded.rgb, decoded.exif, decoded.colour  # sRGB; EXIF upright
+            del decoded
             if should_stop():
                 raise EnhanceStopped("deadline")
             if max(rgb.shape[:2]) > self.enhancer.tile:  # tiled: stoppable between tiles
@@ -427,7 +430,7 @@ class EnhanceService:
             else:  # one tile: batched with other requests
                 enhanced = await self.enhance_batch(rgb)
             del rgb
-            body = await self._in_thread(stop, images.encode, enhanced, fmt)
+            body = await self._in_thread(stop, images.encode, enhanced, fmt, 95, exif)
             del enhanced
         except EnhanceStopped:
             raise too_slow from None
@@ -435,6 +438,7 @@ class EnhanceService:
             await self._budget.release(pixels)
         return Response(content=body, media_type=MEDIA[fmt], headers={
             "X-Model-Id": self.enhancer.model_id,
+            "X-Skinray-Colour": colour.encode("ascii", "replace").decode(),
             "Server-Timing": f"total;dur={(time.perf_counter() - started) * 1000:.1f}",
         })
 
