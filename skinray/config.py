@@ -25,6 +25,7 @@ LOSSES = ("ssim", "mae", "psnr", "mae+ssim")
 LR_SCHEDULES = ("constant", "cosine")
 SKIPS = ("concat", "add", "none")
 ARCHS = ("poster", "context", "affine", "lut")
+RESUME_MODES = ("auto", "force")
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window, in pixels
 
 
@@ -199,6 +200,12 @@ class TrainConfig:
     max_failures: int = 3  # worker failures survived by restarting from the latest checkpoint
     mixed_precision: bool = True  # bf16 autocast + channels_last, on GPU only
     init: str = ""  # start from this checkpoint's weights (same model config), e.g. bundled; "" = random
+    # A re-run with the same name and storage resumes from the run's latest checkpoint. auto: only
+    # if the model config, the data (fingerprint and split) and the degradations match the stored
+    # run, else stop before training and say what differs (epochs and lr may change: more epochs
+    # continue the run). force: resume even if the data or degradations differ (a different model
+    # cannot load the stored weights: use another name).
+    resume: str = "auto"  # auto | force
 
     def validate(self) -> None:
         _require(bool(self.name) and "/" not in self.name, "train.name",
@@ -218,6 +225,8 @@ class TrainConfig:
         _require(self.keep >= 1, "train.keep", f"must be >= 1, got {self.keep}")
         _require(self.max_failures >= -1, "train.max_failures",
                  f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
+        _require(self.resume in RESUME_MODES, "train.resume",
+                 f"unknown {self.resume!r}; choose from {RESUME_MODES}")
 
 
 OUTPUT_FORMATS = ("same", "png", "jpeg")
@@ -241,7 +250,6 @@ class EnhanceConfig:
     tile_margin: int = 32
     follow_symlinks: bool = False  # list and read through symlinks (loops detected); else links are failed rows
     resource_wait_s: float = 300.0  # how long to wait for the CPUs/GPUs the model actors need, then fail
-    strip_metadata: bool = False  # else outputs keep the input's EXIF (orientation reset to 1)
 
     def validate(self) -> None:
         for name in ("model", "input", "output"):

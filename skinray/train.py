@@ -4,11 +4,13 @@ Each epoch a worker streams its shard of the training pairs (Ray Data), trains, 
 shard of the validation pairs, and the metrics are summed over workers. Rank 0 then writes a
 checkpoint (:mod:`skinray.checkpoint`) that Ray Train uploads to the storage URI, keeping the
 best ``train.keep`` by validation loss. A re-run with the same name and storage resumes from the
-latest checkpoint; a dead worker restarts the group from it (``FailureConfig``).
+latest checkpoint if it trained the same model on the same data (:func:`check_resume`, before Ray
+starts; ``train.resume``); a dead worker restarts the group from it (``FailureConfig``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import tempfile
@@ -260,6 +262,59 @@ def _check_init(cfg: Config, s3: storage.S3Options) -> None:
                            f"set the model section to match or drop train.init")
 
 
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
+
+
+def latest_checkpoint(cfg: Config, s3: storage.S3Options) -> str | None:
+    """The checkpoint a run with this name and storage resumes from, found as Ray Train finds it
+    (the latest checkpoint in STORAGE/NAME/checkpoint_manager_snapshot.json); None: a fresh run."""
+    run_uri = storage.join(cfg.train.storage, cfg.train.name)
+    snapshot_uri = storage.join(run_uri, RAY_SNAPSHOT)
+    if not storage.exists(snapshot_uri, s3):
+        return None
+    try:
+        latest = json.loads(storage.read_bytes(snapshot_uri, s3)).get("latest_checkpoint_result")
+        return storage.join(run_uri, latest["checkpoint_dir_name"]) if latest else None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SkinrayError(f"{snapshot_uri}: unreadable ({exc}); pick another --name or remove "
+                           f"{run_uri}") from None
+
+
+def check_resume(cfg: Config, manifest: data.Manifest, s3: storage.S3Options) -> str | None:
+    """Before Ray starts: if this run resumes, check that the stored run trained the same model on
+    the same data (fingerprint and split) with the same degradations, and that its training state
+    is safe to load. ``train.resume=force`` accepts other data or degradations. Returns the
+    checkpoint resumed from, or None for a fresh run."""
+    latest = latest_checkpoint(cfg, s3)
+    if latest is None:
+        return None
+    meta = checkpoint.read_metadata(latest, s3)
+    saved, here = meta.get("config", {}), cfg.to_dict()
+
+    def changed(section: str, keys: Sequence[str] | None = None) -> list[str]:
+        there = saved.get(section, {})
+        return [f"{section}.{k} {there[k]!r} there, {v!r} here" for k, v in here[section].items()
+                if (keys is None or k in keys) and k in there and there[k] != v]
+
+    model = changed("model")
+    others = changed("data", ("val_fraction", "seed")) + changed("degrade")
+    stored_fp, fp = meta.get("data_fingerprint", ""), manifest.fingerprint()
+    if stored_fp != fp:
+        others.insert(0, f"data fingerprint {stored_fp[:12] or 'none'} there "
+                         f"({saved.get('data', {}).get('source', '?')}), {fp[:12]} here ({cfg.data.source})")
+    run = f"run {cfg.train.name!r} (latest checkpoint {latest})"
+    if model:
+        raise SkinrayError(f"{run} holds another model: {'; '.join(model + others)}. Use --name NEW for a "
+                           f"new run (train.resume=force cannot load weights of another model)")
+    if others and cfg.train.resume != "force":
+        raise SkinrayError(f"{run} was trained with other settings: {'; '.join(others)}. Use --name NEW "
+                           f"for a new run, or --set train.resume=force to resume it anyway")
+    checkpoint.check_training_state(latest, s3)  # refused here, before Ray, if it could run code
+    if others:
+        print(f"[skinray] train.resume=force: resuming {run} although {'; '.join(others)}", flush=True)
+    return latest
+
+
 def prepare(cfg: Config) -> tuple[data.Manifest, storage.S3Options]:
     """Validate the config and the data (before any Ray work): the manifest and S3 options."""
     cfg.validate()
@@ -315,6 +370,7 @@ def fit(cfg: Config, ray_address: str | None = None) -> FitSummary:
     from skinray.runtime import init_ray
 
     manifest, s3 = prepare(cfg)
+    check_resume(cfg, manifest, s3)  # before Ray starts
     init_ray(ray_address)
     trainer = make_trainer(cfg, manifest, s3)
     try:

@@ -129,3 +129,66 @@ def test_killed_run_resumes_from_its_checkpoint(skin_dir, tmp_path):
     assert "resumed from checkpoint after epoch" in output
     assert "epoch 1/5" not in output, "epochs already done are not trained again"
     assert [h["epoch"] for h in _history(storage_dir / "resume")] == [0, 1, 2, 3, 4]
+
+
+# Resume is explicit: a re-run resumes only the same model on the same data and degradations.
+
+@pytest.fixture(scope="module")
+def stored_run(ray_local, tmp_path_factory):
+    """A finished 1-epoch run on 16 tiny photos; each test resumes a copy of it."""
+    root = tmp_path_factory.mktemp("stored")
+    synth.write_dataset(str(root / "data"), count=16, size=48, seed=3)
+    overrides = {**TINY, "data.source": str(root / "data"), "train.storage": str(root / "runs"),
+                 "train.name": "same", "train.epochs": 1, "train.workers": 1}
+    return root, overrides, fit(load_config(overrides=overrides))
+
+
+def _copy_of(stored_run, tmp_path) -> dict:
+    root, overrides, _ = stored_run
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    return {**overrides, "train.storage": str(tmp_path / "runs")}
+
+
+def test_rerun_with_another_width_stops_before_ray_with_one_line(stored_run, tmp_path):
+    overrides = _copy_of(stored_run, tmp_path)
+    args = [*SKINRAY, "train", "--data", overrides["data.source"], "--storage", overrides["train.storage"],
+            "--name", "same", "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--workers", "1",
+            "--set", "model.width=16"]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("skinray: error:")]
+    assert len(errors) == 1 and "model.width 8 there, 16 here" in errors[0] and "--name" in errors[0], run.stderr
+    assert "Ray" not in run.stdout + run.stderr.replace(errors[0], ""), "stopped before Ray started"
+    assert not (tmp_path / "runs" / "same" / "epoch_0001").exists()
+
+
+def test_rerun_on_another_dataset_stops_before_ray(stored_run, tmp_path, monkeypatch):
+    from skinray import runtime
+    from skinray.errors import SkinrayError
+
+    overrides = _copy_of(stored_run, tmp_path)
+    synth.write_dataset(str(tmp_path / "other"), count=16, size=48, seed=4)
+    monkeypatch.setattr(runtime, "init_ray", lambda *a, **k: pytest.fail("Ray was started"))
+    with pytest.raises(SkinrayError, match=r"data fingerprint .* there .* here .*--name NEW.*"
+                                           r"--set train.resume=force") as info:
+        fit(load_config(overrides={**overrides, "data.source": str(tmp_path / "other"), "train.epochs": 2}))
+    assert "\n" not in str(info.value)
+    with pytest.raises(SkinrayError, match=r"degrade.blur_prob 0.7 there, 0.1 here"):
+        fit(load_config(overrides={**overrides, "degrade.blur_prob": 0.1}))
+
+
+def test_resume_force_continues_on_another_dataset(stored_run, tmp_path, capsys):
+    overrides = _copy_of(stored_run, tmp_path)
+    synth.write_dataset(str(tmp_path / "other"), count=16, size=48, seed=4)
+    summary = fit(load_config(overrides={**overrides, "data.source": str(tmp_path / "other"),
+                                         "train.epochs": 2, "train.resume": "force"}))
+    assert [h["epoch"] for h in summary.history] == [0, 1]
+    assert summary.history[0]["epoch_seconds"] == stored_run[2].history[0]["epoch_seconds"], "epoch 0 kept"
+    assert "train.resume=force: resuming run 'same'" in capsys.readouterr().out
+
+
+def test_unchanged_rerun_with_more_epochs_and_another_lr_resumes(stored_run, tmp_path):
+    overrides = _copy_of(stored_run, tmp_path)
+    summary = fit(load_config(overrides={**overrides, "train.epochs": 2, "train.lr": 0.001}))
+    assert [h["epoch"] for h in summary.history] == [0, 1]
+    assert summary.history[0]["epoch_seconds"] == stored_run[2].history[0]["epoch_seconds"], "epoch 0 kept"
