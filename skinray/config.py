@@ -250,6 +250,7 @@ class EnhanceConfig:
     tile_margin: int = 32
     follow_symlinks: bool = False  # list and read through symlinks (loops detected); else links are failed rows
     resource_wait_s: float = 300.0  # how long to wait for the CPUs/GPUs the model actors need, then fail
+    strip_metadata: bool = False  # else outputs keep the input's EXIF (orientation reset to 1)
 
     def validate(self) -> None:
         for name in ("model", "input", "output"):
