@@ -52,9 +52,9 @@ def output_key(key: str, fmt: str) -> str:
     norm = posixpath.normpath(key.replace("\\", "/"))
     if norm.startswith(("../", "/")) or norm in ("..", "."):
         raise ValueError(f"key {key!r} would escape the output folder")
-    if fmt == "same":
-        return norm
     stem, ext = posixpath.splitext(norm)
+    if fmt == "same":  # formats skinray reads but does not write (HEIC, AVIF) become JPEG
+        return norm if ext.lower() in images.WRITE_EXTENSIONS else stem + _EXT["jpeg"]
     if fmt == "jpeg" and ext.lower() in (".jpg", ".jpeg"):
         return norm
     return stem + _EXT[fmt]

@@ -154,6 +154,10 @@ def _colour_transform(icc: bytes, mode: str) -> tuple[ImageCms.ImageCmsTransform
     return transform, f"converted from {name}", ""
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())  # libheif's messages end in a newline
+
+
 def _too_large(width: int, height: int, max_pixels: int) -> ImageTooLargeError:
     return ImageTooLargeError(f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
                               f"(possible decompression bomb)", width * height, max_pixels)
@@ -183,7 +187,7 @@ def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image
                                              f"{', '.join(formats)})", name) from None
         raise ImageDecodeError("not a recognised image format") from None
     except Exception as exc:  # noqa: BLE001 - hostile headers can upset a plugin in many ways
-        raise ImageDecodeError(f"unreadable image header ({type(exc).__name__}: {exc})") from None
+        raise ImageDecodeError(f"unreadable image header ({type(exc).__name__}: {_one_line(exc)})") from None
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageDecodeError(f"the header declares an empty image ({width}x{height})")
@@ -315,7 +319,7 @@ def decode_photo(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     except ImageDecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - a hostile body must not become a 500
-        raise ImageDecodeError(f"cannot decode image ({type(exc).__name__}: {exc})") from None
+        raise ImageDecodeError(f"cannot decode image ({type(exc).__name__}: {_one_line(exc)})") from None
     finally:
         img.close()
     del img  # the decoded pixels go before the oriented copy is made

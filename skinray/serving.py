@@ -44,11 +44,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from skinray import images
 from skinray.errors import EnhanceStopped, ImageDecodeError, SkinrayError
 
-# Content-Type -> the Pillow formats the body may be; anything else is 415.
-TYPE_FORMATS = {"image/jpeg": ("JPEG", "MPO"), "image/jpg": ("JPEG", "MPO"), "image/png": ("PNG",),
-                "image/webp": ("WEBP",), "image/tiff": ("TIFF",)}
+# Content-Type -> the Pillow formats the body may be; anything else is 415 (lists: skinray.images).
+TYPE_FORMATS = images.CONTENT_TYPES
 SUPPORTED_TYPES = set(TYPE_FORMATS)
-ENDPOINT_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")  # the README's list; BMP only in archive jobs
+ENDPOINT_FORMATS = images.ENDPOINT_FORMATS  # the README's list; BMP only in archive jobs
 MEDIA = {"png": "image/png", "jpeg": "image/jpeg"}
 RETRY_AFTER_S = 1
 
@@ -326,8 +325,8 @@ class EnhanceService:
     @staticmethod
     def _check_type(content_type: str, where: str) -> None:
         if content_type and content_type not in SUPPORTED_TYPES and content_type != "application/octet-stream":
-            raise _error(415, f"unsupported {where} {content_type!r}: send image/jpeg, image/png, "
-                              f"image/webp or image/tiff")
+            raise _error(415, f"unsupported {where} {content_type!r}: send one of "
+                              f"{', '.join(t for t in TYPE_FORMATS if t != 'image/jpg')}")
 
     async def _image_bytes(self, request: Request) -> tuple[str, bytes]:
         """(declared media type, image bytes) from a raw body or a multipart form's ``file`` field."""

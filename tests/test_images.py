@@ -263,3 +263,43 @@ def test_decode_peak_memory_is_about_twice_the_rgb_image(kind):
     assert result.returncode == 0, result.stderr[-2000:]
     ratio = float(result.stdout.strip())
     assert ratio < 2.8, f"{kind}: peak {ratio:.2f}x the decoded RGB image"
+
+
+# --- phone formats (issue 11 item 2) ---------------------------------------------------------
+
+def test_heic_made_with_pillow_heif_decodes_and_a_truncated_one_fails_cleanly():
+    import pillow_heif  # noqa: F401 - a dependency; skinray.images registers its opener
+
+    arr = _gradient(64, 48)
+    data = _save(Image.fromarray(arr), "HEIF", quality=95)
+    assert images.probe(data) == (64, 48, "HEIF") and images.is_image_key("IMG_0001.HEIC")
+    out = images.decode(data)
+    assert out.shape == (48, 64, 3) and np.abs(out.astype(int) - arr).mean() < 3  # lossy HEVC
+    for cut in (len(data) // 2, len(data) - 8):
+        with pytest.raises(ImageDecodeError, match="cannot decode image") as info:
+            images.decode(data[:cut])
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not images.AVIF_AVAILABLE, reason="this Pillow is built without AVIF")
+def test_avif_decodes_natively():
+    arr = _gradient(64, 48)
+    out = images.decode(_save(Image.fromarray(arr), "AVIF", quality=95))
+    assert out.shape == (48, 64, 3) and np.abs(out.astype(int) - arr).mean() < 3
+
+
+def test_one_list_of_formats_extensions_and_content_types():
+    from skinray import batch, serving
+
+    assert serving.TYPE_FORMATS is images.CONTENT_TYPES and serving.ENDPOINT_FORMATS == images.ENDPOINT_FORMATS
+    assert images.CONTENT_TYPES["image/heic"] == ("HEIF",) and "HEIF" in images.IMAGE_FORMATS
+    for formats in images.CONTENT_TYPES.values():
+        assert set(formats) - {"MPO"} <= set(images.ENDPOINT_FORMATS)
+    assert batch.output_key("a/IMG_1.HEIC", "same") == "a/IMG_1.jpg", "read-only formats come out as JPEG"
+    assert batch.output_key("a/b.webp", "same") == "a/b.webp"
+
+
+def test_sixteen_bit_gray_keeps_full_precision_until_the_single_rounding():
+    gray = np.array([[0, 128, 129, 32767, 65407, 65535]], np.uint16)  # 128/257 rounds to 0, 129/257 to 1
+    out = images.decode(_save(Image.fromarray(gray), "PNG"))[0, :, 0]
+    np.testing.assert_array_equal(out, np.floor(gray[0] / 257.0 + 0.5).astype(np.uint8))
