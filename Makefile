@@ -26,11 +26,12 @@ demo: $(STAMP)
 model: $(STAMP)
 	[ -d $(MODEL_OUT)/data ] || $(BIN)/skinray synth $(MODEL_OUT)/data --count 1600 --size 256 --seed 0
 	[ -d $(MODEL_OUT)/heldout ] || $(BIN)/skinray synth $(MODEL_OUT)/heldout --count 60 --size 256 --seed 7
+	[ -d $(MODEL_OUT)/real ] || $(BIN)/python -m skinray.bundle --real-photos $(MODEL_OUT)/real
 	$(BIN)/skinray train --config jobs/configs/default.yaml --set data.source=$(MODEL_OUT)/data \
 	    --set train.storage=$(MODEL_OUT)/runs --name bundled --image-size 64 --epochs $(MODEL_EPOCHS) \
 	    --set data.val_fraction=0.1 --batch-size 8 --workers 2
 	$(BIN)/skinray evaluate --model $(MODEL_OUT)/runs/bundled --data $(MODEL_OUT)/heldout --split all \
-	    --size 256 --out $(MODEL_OUT)/eval
+	    --size 256 --out $(MODEL_OUT)/eval --photos $(MODEL_OUT)/real
 	$(BIN)/python -m skinray.bundle $(MODEL_OUT)/runs/bundled $(MODEL_OUT)/eval \
 	    "make model MODEL_EPOCHS=$(MODEL_EPOCHS)" "1600 synthetic skin photos (skinray synth, seed 0, 256 px)"
 

@@ -1,6 +1,7 @@
 """Package a trained run as the bundled default model (``make model``).
 
     python -m skinray.bundle RUN EVAL_DIR COMMAND DATA_NOTE
+    python -m skinray.bundle --real-photos FOLDER
 
 copies the run's best checkpoint (``model.pt``, ``skinray.json``) into
 ``skinray/models/default/``, adds to its metadata what it is and how it was made (the command,
@@ -15,6 +16,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from skinray import checkpoint
 
@@ -37,7 +40,8 @@ def bundle(run: str, eval_dir: str, command: str, data_note: str,
                       f"{cfg.data.image_size} px), degradations {cfg.degrade}",
         "command": command,
         "evaluation": {"data": evaluation.get("data"), "images": evaluation.get("images"),
-                       "size": evaluation.get("size"), "summary": evaluation.get("summary")},
+                       "size": evaluation.get("size"), "summary": evaluation.get("summary"),
+                       "real_photos": evaluation.get("photos")},
     }
     (dest / checkpoint.META_FILE).write_text(json.dumps(meta, indent=2, default=float))
     (dest / "MODEL.md").write_text(_model_card(meta, loaded.history, Path(eval_dir) / "report.md"))
@@ -66,8 +70,32 @@ def _model_card(meta: dict, history: list[dict], report: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+REAL_PHOTOS = {"astronaut": None, "astronaut_face": (slice(0, 256), slice(100, 356)), "coffee": None,
+               "chelsea": None}  # scikit-image's bundled colour photos (no download), crop boxes
+
+
+def write_real_photos(folder: str) -> list[str]:
+    """Good real photographs that ship with scikit-image, as PNGs in ``folder``: `make model`
+    evaluates how much the model changes them (for good photos, any change is harm)."""
+    from skimage import data
+
+    from skinray import images, storage
+
+    written = []
+    for name, box in REAL_PHOTOS.items():
+        photo = getattr(data, name.split("_")[0])()
+        photo = photo[box] if box else photo
+        uri = storage.join(folder, f"{name}.png")
+        storage.write_bytes(uri, images.encode(np.ascontiguousarray(photo), "png"))
+        written.append(uri)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "--real-photos":
+        print(f"[skinray] wrote {len(write_real_photos(argv[1]))} real photos to {argv[1]}")
+        return 0
     if len(argv) != 4:
         print(__doc__, file=sys.stderr)
         return 2

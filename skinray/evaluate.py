@@ -425,7 +425,7 @@ def _photos(uri: str, enhancer, out_dir: Path, s3, limit: int = 8) -> tuple[dict
     entries = [e for e in storage.list_files(uri, s3) if images.is_image_key(e.key)]
     if not entries:
         raise SkinrayError(f"{uri}: no photos (.jpg/.png/...) found for --photos")
-    stats = {"before": [], "after": []}
+    stats = {"before": [], "after": [], "change": []}
     rows = []
     for entry in sorted(entries, key=lambda e: e.key)[:limit]:
         before = images.decode(storage.read_bytes(entry.uri, s3))
@@ -433,6 +433,8 @@ def _photos(uri: str, enhancer, out_dir: Path, s3, limit: int = 8) -> tuple[dict
         for name, img in (("before", before), ("after", after)):
             stats[name].append({"brightness": colour.mean_brightness(img), "contrast": colour.contrast(img),
                                 "colourfulness": colour.colourfulness(img)})
+        # How much the model changed the photo: for photos that were good, this is harm.
+        stats["change"].append({"psnr": score(after, before)["psnr"], "ciede2000": colour.mean_ciede2000(after, before)})
         rows.append([images.resize_square(before, 160), images.resize_square(after, 160)])
     summary = {name: {k: float(np.mean([s[k] for s in values])) for k in values[0]} for name, values in stats.items()}
     summary["count"] = len(rows)
@@ -516,6 +518,8 @@ def _photo_lines(p: dict | None) -> list[str]:
     for name in ("before", "after"):
         lines.append(f"| {name} | {p[name]['brightness']:.1f} | {p[name]['contrast']:.1f} | "
                      f"{p[name]['colourfulness']:.1f} |")
+    lines += ["", f"Output vs input (how much the model changed them; for good photos, harm): PSNR "
+              f"{p['change']['psnr']:.2f} dB, CIEDE2000 {p['change']['ciede2000']:.2f}.", ""]
     return lines
 
 

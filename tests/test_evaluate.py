@@ -92,6 +92,7 @@ def test_evaluate_end_to_end(evaluated):
         assert images.decode((out / path.rsplit("/", 1)[-1]).read_bytes()).shape[0] > 40
     assert set(m["figures"]) == {"validation_grid", "loss_curve_0", "loss_curve_1", "photos_grid"}
     assert m["photos"]["count"] == 3 and m["photos"]["before"]["brightness"] > 0
+    assert m["photos"]["change"] == {"psnr": 100.0, "ciede2000": 0.0}, "the identity model changed nothing"
 
 
 def test_untrained_context_model_is_the_identity_in_every_table(evaluated):
