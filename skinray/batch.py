@@ -3,6 +3,12 @@
     list + plan (driver) -> read + decode (CPU tasks) -> enhance (actor pool, batched, CPU/GPU)
                          -> encode + write (CPU tasks) -> report rows (driver)
 
+Small inputs (``execution="auto"``, what ``skinray enhance`` uses: at most
+:data:`LOCAL_MAX_FILES` photos and :data:`LOCAL_MAX_BYTES` bytes to process, one model worker, no
+named cluster) run the very same stages in this process, one batch after another, without
+starting Ray: one photo takes about the time the model takes, not Ray's start-up. The outputs,
+manifest and summary are the same (``summary.json`` says which ``execution`` ran).
+
 Every input key gets one report row: ``ok``, ``skipped-existing`` (a valid output is already
 there: re-runs resume), ``failed`` (with a reason) or ``not-image``. Outputs keep the input's
 relative path; each is written whole (temporary file + rename locally, a single PUT on S3), so
@@ -34,6 +40,13 @@ from skinray.config import EnhanceConfig
 from skinray.errors import SkinrayError
 
 REPORT_DIR = "_skinray"
+EXECUTIONS = ("auto", "local", "ray")
+# In-process below these (auto). Ray costs 5-10 s to start (issue 11) and then overlaps decoding
+# and encoding with the model; in-process runs the same stages one after another. On 2 cores a
+# 12 MP photo takes a few seconds through the model, so the overlap repays Ray's start-up only
+# after several such photos: 8 files or 64 MiB (about eight 12 MP phone JPEGs) stay in-process.
+LOCAL_MAX_FILES = 8
+LOCAL_MAX_BYTES = 64 << 20
 STATUSES = ("ok", "skipped-existing", "failed", "not-image")
 REPORT_SCHEMA = pa.schema([
     ("key", pa.string()), ("output_key", pa.string()), ("status", pa.string()), ("reason", pa.string()),
@@ -191,10 +204,13 @@ def read_decode(batch: dict[str, np.ndarray], *, max_pixels: int, s3,
 class EnhanceStage:
     """Actor: holds one Enhancer (loaded once) and enhances the decoded images of each batch."""
 
-    def __init__(self, model_uri: str, s3, tile: int, margin: int):
+    def __init__(self, model_uri: str, s3, tile: int, margin: int, loaded=None, device: str | None = None):
         from skinray.predict import Enhancer
 
-        self.enhancer = Enhancer.from_checkpoint(model_uri, s3=s3, tile=tile, margin=margin)
+        if loaded is not None:  # in-process: the model the job already loaded
+            self.enhancer = Enhancer(loaded, device or "cpu", tile=tile, margin=margin)
+        else:
+            self.enhancer = Enhancer.from_checkpoint(model_uri, s3=s3, tile=tile, margin=margin)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -313,18 +329,93 @@ def wait_for_resources(cfg: EnhanceConfig, poll_s: float = 1.0) -> None:
         time.sleep(poll_s)
 
 
-def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: str | None = None,
-        on_progress: ProgressCallback | None = None, roots: paths.Roots | None = None) -> EnhanceSummary:
-    """Enhance every image under ``cfg.input`` into ``cfg.output``; write the report.
+def choose_execution(cfg: EnhanceConfig, todo: list[dict], execution: str = "auto",
+                     ray_address: str | None = None) -> str:
+    """'local' or 'ray': ``execution`` unless 'auto'; auto is local for a small input (see
+    LOCAL_MAX_FILES / LOCAL_MAX_BYTES) with one model worker and no cluster named (neither
+    ``ray_address`` nor RAY_ADDRESS, which ``ray job submit`` sets: jobs/enhance.py on a cluster
+    stays on the cluster's workers)."""
+    if execution not in EXECUTIONS:
+        raise SkinrayError(f"enhance: unknown execution {execution!r}; choose from {EXECUTIONS}")
+    if execution != "auto":
+        return execution
+    small = len(todo) <= LOCAL_MAX_FILES and sum(int(r["bytes_in"]) for r in todo) <= LOCAL_MAX_BYTES
+    cluster = ray_address or os.environ.get("RAY_ADDRESS")
+    return "local" if small and cfg.workers == 1 and not cluster else "ray"
 
-    ``on_progress(counts, total)`` is called at most once a second and once at the end.
-    ``roots`` (the endpoint's) confines input and output; the checks are made here, where the
-    job runs, on the paths as this node resolves them."""
+
+def _numpy_batch(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Rows -> the column batch Ray Data's ``batch_format="numpy"`` hands the stages."""
+    batch = {}
+    for name in rows[0]:
+        values = [r[name] for r in rows]
+        textual = any(isinstance(v, (str, bytes)) for v in values)
+        batch[name] = np.array(values, dtype=object) if textual else np.array(values)
+    return batch
+
+
+def _report_rows(batch: dict[str, np.ndarray]) -> list[dict]:
+    columns = {name: batch[name].tolist() if isinstance(batch[name], np.ndarray) else list(batch[name])
+               for name in REPORT_SCHEMA.names}
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def _local_batches(todo: list[dict], cfg: EnhanceConfig, s3, loaded):
+    """The Ray Data stages, called in this process on one batch after another."""
+    if cfg.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SkinrayError("enhance: gpu was asked for but torch sees no CUDA device here; run without "
+                               "--gpu, or with --ray on a cluster with GPU workers")
+    stage = EnhanceStage(cfg.model, s3, cfg.tile, cfg.tile_margin, loaded=loaded,
+                         device="cuda" if cfg.gpu else "cpu")
+    for start in range(0, len(todo), cfg.batch_size):
+        batch = read_decode(_numpy_batch(todo[start:start + cfg.batch_size]), max_pixels=cfg.max_pixels, s3=s3,
+                            follow_symlinks=cfg.follow_symlinks)
+        batch = encode_write(stage(batch), quality=cfg.quality, s3=s3, strip_metadata=cfg.strip_metadata)
+        yield _report_rows(batch)
+
+
+def _ray_batches(todo: list[dict], cfg: EnhanceConfig, s3, ray_address: str | None):
+    """The streaming Ray Data job over ``todo``."""
     import ray.data
 
     from skinray.runtime import init_ray
 
+    init_ray(ray_address)
+    wait_for_resources(cfg)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.wait_for_min_actors_s = max(1, int(cfg.resource_wait_s))  # the actors, once resources exist
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // cfg.batch_size, 1000)))
+    ds = ds.map_batches(read_decode, batch_format="numpy", batch_size=cfg.batch_size,
+                        fn_kwargs={"max_pixels": cfg.max_pixels, "s3": s3,
+                                   "follow_symlinks": cfg.follow_symlinks})
+    ds = ds.map_batches(EnhanceStage, batch_format="numpy", batch_size=cfg.batch_size,
+                        fn_constructor_kwargs={"model_uri": cfg.model, "s3": s3, "tile": cfg.tile,
+                                               "margin": cfg.tile_margin},
+                        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+                        num_gpus=1 if cfg.gpu else 0, num_cpus=0 if cfg.gpu else 1)
+    ds = ds.map_batches(encode_write, batch_format="numpy", batch_size=cfg.batch_size,
+                        fn_kwargs={"quality": cfg.quality, "s3": s3, "strip_metadata": cfg.strip_metadata})
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        yield batch.select(REPORT_SCHEMA.names).to_pylist()
+
+
+def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: str | None = None,
+        on_progress: ProgressCallback | None = None, roots: paths.Roots | None = None,
+        execution: str = "ray") -> EnhanceSummary:
+    """Enhance every image under ``cfg.input`` into ``cfg.output``; write the report.
+
+    ``on_progress(counts, total)`` is called at most once a second and once at the end.
+    ``roots`` (the endpoint's) confines input and output; the checks are made here, where the
+    job runs, on the paths as this node resolves them. ``execution``: ``ray`` (the Ray Data
+    job), ``local`` (the same stages in this process, no Ray) or ``auto`` (local for a small
+    input: :func:`choose_execution`)."""
     cfg.validate()
+    if execution not in EXECUTIONS:
+        raise SkinrayError(f"enhance: unknown execution {execution!r}; choose from {EXECUTIONS}")
     src, dst = paths.check_job(cfg.input, cfg.output, roots, cfg.overwrite, cfg.follow_symlinks)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     started = time.time()
@@ -333,25 +424,11 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
     progress = _Progress(len(todo) + len(final), callback=on_progress)
     progress.add(r["status"] for r in final)
     rows = list(final)
+    execution = choose_execution(cfg, todo, execution, ray_address)
     if todo:
-        init_ray(ray_address)
-        wait_for_resources(cfg)
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.wait_for_min_actors_s = max(1, int(cfg.resource_wait_s))  # the actors, once resources exist
-        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // cfg.batch_size, 1000)))
-        ds = ds.map_batches(read_decode, batch_format="numpy", batch_size=cfg.batch_size,
-                            fn_kwargs={"max_pixels": cfg.max_pixels, "s3": s3,
-                                       "follow_symlinks": cfg.follow_symlinks})
-        ds = ds.map_batches(EnhanceStage, batch_format="numpy", batch_size=cfg.batch_size,
-                            fn_constructor_kwargs={"model_uri": cfg.model, "s3": s3, "tile": cfg.tile,
-                                                   "margin": cfg.tile_margin},
-                            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-                            num_gpus=1 if cfg.gpu else 0, num_cpus=0 if cfg.gpu else 1)
-        ds = ds.map_batches(encode_write, batch_format="numpy", batch_size=cfg.batch_size,
-                            fn_kwargs={"quality": cfg.quality, "s3": s3, "strip_metadata": cfg.strip_metadata})
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            new = batch.select(REPORT_SCHEMA.names).to_pylist()
+        batches = (_local_batches(todo, cfg, s3, model) if execution == "local"
+                   else _ray_batches(todo, cfg, s3, ray_address))
+        for new in batches:
             rows.extend(new)
             progress.add(r["status"] for r in new)
     seconds = time.time() - started
@@ -370,5 +447,6 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
         "counts": counts, "total": len(rows), "seconds": seconds, "images_per_s": summary.images_per_s,
         "started": started_at, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "format": cfg.format, "quality": cfg.quality, "strip_metadata": cfg.strip_metadata,
+        "execution": execution,
     }, indent=2).encode(), s3, replace=True)
     return summary

@@ -128,7 +128,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if args.s3_endpoint:
         overrides["storage.s3_endpoint"] = args.s3_endpoint
     cfg = load_config(args.config, overrides, sections=("enhance", "storage"))
-    summary = batch.run(cfg.enhance, s3_options(cfg), ray_address=args.ray_address)
+    execution = "local" if args.local else "ray" if args.ray else "auto"
+    summary = batch.run(cfg.enhance, s3_options(cfg), ray_address=args.ray_address, execution=execution)
     print(f"[skinray] {summary.line()}")
     print(f"[skinray] enhanced images in: {cfg.enhance.output}")
     return 0
@@ -236,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", action="store_true", default=None, help="one GPU per model actor")
     p.add_argument("--batch-size", type=int, help="images per model call (default 8)")
     p.add_argument("--max-pixels", type=int, help="refuse larger images (default 100 million)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true",
+                       help="run in this process, without Ray, whatever the input's size (default: in-process "
+                            "for up to 8 photos and 64 MiB, with one worker and no --ray-address; else Ray Data)")
+    where.add_argument("--ray", action="store_true", help="run the Ray Data job even for a small input")
     p.add_argument("--config", help="YAML config file (section enhance)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.add_argument("--s3-endpoint")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -121,8 +122,11 @@ def srgb_profile() -> ImageCms.ImageCmsProfile:
 
 @functools.lru_cache(maxsize=1)
 def srgb_icc() -> bytes:
-    """The ICC profile embedded in every output (littlecms's built-in sRGB)."""
-    return srgb_profile().tobytes()
+    """The ICC profile embedded in every output: littlecms's built-in sRGB, with a fixed
+    creation date (littlecms stamps the current time: outputs would differ from run to run)."""
+    data = bytearray(srgb_profile().tobytes())
+    data[24:36] = struct.pack(">6H", 2000, 1, 1, 0, 0, 0)  # header dateTimeNumber
+    return bytes(data)
 
 
 _PROFILE_MODES = {"RGB": ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA"), "CMYK": ("CMYK",),

@@ -124,3 +124,13 @@ def test_malformed_exif_never_fails_the_photo():
     data = _save(Image.fromarray(arr), "PNG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff")
     out = images.decode_photo(data)
     np.testing.assert_array_equal(out.rgb, arr)
+
+
+def test_the_embedded_srgb_profile_is_the_same_bytes_in_every_process():
+    """littlecms stamps a new profile with the current time; outputs must not differ by it."""
+    import subprocess
+    import sys
+
+    other = subprocess.run([sys.executable, "-c", "import sys; from skinray import images; "
+                            "sys.stdout.buffer.write(images.srgb_icc())"], capture_output=True, timeout=120)
+    assert other.returncode == 0 and other.stdout == images.srgb_icc()
