@@ -13,6 +13,7 @@ training log and the evaluation report. ``--model`` defaults to this model every
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -57,16 +58,18 @@ def _model_card(meta: dict, history: list[dict], report: Path) -> str:
     b = meta["bundled"]
     lines = ["# skinray bundled model", "", b["what"] + ".", "", f"Trained on {b['trained_on']}.", "",
              "Rebuilt by:", "", "```", b["command"], "```", "", "## Training log", "",
-             "| epoch | train loss | val loss | val PSNR dB (degraded input) | val SSIM | s |",
-             "|---|---|---|---|---|---|"]
+             "Validation PSNR in dB, degraded input -> output, per subset of pairs.", "",
+             "| epoch | train loss | val loss | colour faults | camera faults only | clean | s |",
+             "|---|---|---|---|---|---|---|"]
     for h in history:
-        lines.append(f"| {h['epoch'] + 1} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | "
-                     f"{h['val_psnr']:.2f} ({h['val_psnr_input']:.2f}) | {h['val_ssim']:.4f} | "
+        subsets = " | ".join(f"{h.get(f'val_psnr_input_{k}', float('nan')):.2f} -> "
+                             f"{h.get(f'val_psnr_{k}', float('nan')):.2f}" for k in ("colour", "camera", "clean"))
+        lines.append(f"| {h['epoch'] + 1} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | {subsets} | "
                      f"{h.get('epoch_seconds', 0):.0f} |")
     lines += ["", "## Evaluation", ""]
     if report.is_file():
-        body = report.read_text().split("\n", 1)[-1]  # drop the report's own title
-        lines.append(body.replace("\n## ", "\n### ").split("\n### Figures")[0])
+        body = report.read_text().split("\n", 1)[-1].replace("\n## ", "\n### ")  # under this title
+        lines.append(re.sub(r"\n### Figures\n.*?(?=\n### |\Z)", "\n", body, flags=re.S))
     return "\n".join(lines) + "\n"
 
 
