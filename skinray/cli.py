@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from skinray.errors import SkinrayError
+from skinray import __version__
+from skinray.config import LOSSES, OUTPUT_FORMATS, DataConfig, EnhanceConfig, TrainConfig
+from skinray.errors import ConfigError, SkinrayError
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' where an argument has a real default and its help does not name it
+    already (flags whose default comes from the config dataclasses say it in their help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in help_:
+            return help_
+        return super()._get_help_string(action)
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    t, d = TrainConfig, DataConfig
     p.add_argument("--config", help="YAML config file (sections data/degrade/model/train/storage)")
-    p.add_argument("--data", help="training images: folder, s3://bucket/prefix or manifest .parquet")
-    p.add_argument("--storage", help="where checkpoints go: folder or s3://bucket/prefix")
-    p.add_argument("--name", help="run name; re-running with the same name resumes")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="per worker")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--image-size", type=int, help="training crop size in pixels")
-    p.add_argument("--workers", type=int, help="Ray Train workers")
-    p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
-    p.add_argument("--loss", help="ssim | mae | mae+ssim")
+    p.add_argument("--data", help=f"training images: folder, s3://bucket/prefix or manifest .parquet "
+                                  f"(default {d.source})")
+    p.add_argument("--storage", help=f"where checkpoints go: folder or s3://bucket/prefix (default {t.storage})")
+    p.add_argument("--name", help=f"run name; re-running with the same name resumes (default {t.name})")
+    p.add_argument("--epochs", type=int, help=f"(default {t.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"per worker (default {t.batch_size})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {t.lr}, {t.lr_schedule} schedule)")
+    p.add_argument("--image-size", type=int, help=f"training crop size in pixels (default {d.image_size})")
+    p.add_argument("--workers", type=int, help=f"Ray Train workers (default {t.workers})")
+    p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker (default: CPU)")
+    p.add_argument("--loss", choices=LOSSES, help=f"training loss (default {t.loss})")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any other config field, repeatable (e.g. --set model.width=64)")
@@ -34,6 +50,29 @@ _FLAG_KEYS = {
     "batch_size": "train.batch_size", "lr": "train.lr", "image_size": "data.image_size",
     "workers": "train.workers", "gpu": "train.gpu", "loss": "train.loss", "s3_endpoint": "storage.s3_endpoint",
 }
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+# Config keys -> what the user typed, for error messages (a config key is still named after it).
+_TRAIN_FLAG_NAMES = {key: _flag(dest) for dest, key in _FLAG_KEYS.items()}
+
+
+def name_flags(message: str, flag_names: dict[str, str]) -> str:
+    """'enhance.input: is required' -> 'the INPUT argument is required (enhance.input)';
+    'train.lr: must be > 0' -> '--lr: must be > 0 (train.lr)'; other keys named in the message
+    are given their flags too."""
+    key, sep, rest = message.partition(": ")
+    if not sep or key not in flag_names:
+        return message
+    for other, flag in flag_names.items():
+        if other != key:
+            rest = re.sub(rf"\b{re.escape(other)}\b", flag, rest)
+    if rest == "is required":
+        return f"{flag_names[key]} is required ({key})"
+    return f"{flag_names[key]}: {rest} ({key})"
 
 
 def config_from_args(args: argparse.Namespace):
@@ -115,7 +154,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 _ENHANCE_FLAGS = ("model", "input", "output", "format", "quality", "overwrite", "workers", "gpu",
-                  "batch_size", "max_pixels", "follow_symlinks", "strip_metadata")
+                  "batch_size", "max_pixels", "follow_symlinks", "strip_metadata", "tile", "tile_margin")
+_ENHANCE_FLAG_NAMES = {f"enhance.{dest}": _flag(dest) for dest in _ENHANCE_FLAGS}
+_ENHANCE_FLAG_NAMES.update({"enhance.input": "the INPUT argument", "enhance.output": "the OUTPUT argument",
+                            "storage.s3_endpoint": "--s3-endpoint"})
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
@@ -189,12 +231,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skinray", description=__doc__)
+    parser = argparse.ArgumentParser(prog="skinray", description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"skinray {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train the autoencoder with Ray Train")
     _add_train_flags(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, flag_names=_TRAIN_FLAG_NAMES)
 
     p = sub.add_parser("tune", help="search hyperparameters with Ray Tune (ASHA), each trial a Ray Train run")
     _add_train_flags(p)
@@ -202,31 +245,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=int, default=2, help="epochs before ASHA may stop a trial (default 2)")
     p.add_argument("--concurrent", type=int, default=1, help="trials at once (default 1; each holds "
                    "1 CPU for its driver plus its Train workers)")
-    p.set_defaults(func=cmd_tune)
+    p.set_defaults(func=cmd_tune, flag_names=_TRAIN_FLAG_NAMES)
 
     p = sub.add_parser("synth", help="write synthetic skin photographs (JPEG)")
     p.add_argument("out", help="folder or s3://bucket/prefix")
-    p.add_argument("--count", type=int, default=200)
+    p.add_argument("--count", type=int, default=200, help="number of photos")
     p.add_argument("--size", type=int, default=256, help="pixels per side")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--s3-endpoint")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", help="list images under a URI and write a Parquet manifest with splits")
     p.add_argument("src", help="folder or s3://bucket/prefix")
     p.add_argument("--out", required=True, help="manifest URI (.parquet)")
-    p.add_argument("--val-fraction", type=float, default=0.3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.3, help="share of photos for validation")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
     p.add_argument("--s3-endpoint")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("enhance", help="enhance every photo under a folder or bucket prefix (Ray Data)")
+    e = EnhanceConfig
+    p = sub.add_parser("enhance", help="enhance every photo under a folder or bucket prefix (in this process for "
+                                       "a few photos, else Ray Data)")
     p.add_argument("input", nargs="?", help="folder or s3://bucket/prefix of photos")
     p.add_argument("output", nargs="?", help="folder or s3://bucket/prefix for the enhanced photos")
     p.add_argument("--model", help="checkpoint: a run folder (loads its best), a checkpoint folder, or "
                                    "'bundled', the model shipped with skinray (default)")
-    p.add_argument("--format", help="same (default) | png | jpeg")
-    p.add_argument("--quality", type=int, help="JPEG quality (default 95)")
+    p.add_argument("--format", type=str.lower, choices=(*OUTPUT_FORMATS, "jpg"),
+                   help=f"output format; same keeps the input's (HEIC/AVIF become JPEG), jpg = jpeg "
+                        f"(default {e.format})")
+    p.add_argument("--quality", type=int, help=f"JPEG quality (default {e.quality})")
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="redo outputs that already exist (only files an earlier skinray run wrote)")
     p.add_argument("--follow-symlinks", action="store_true", default=None,
@@ -237,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", action="store_true", default=None, help="one GPU per model actor")
     p.add_argument("--batch-size", type=int, help="images per model call (default 8)")
     p.add_argument("--max-pixels", type=int, help="refuse larger images (default 100 million)")
+    p.add_argument("--tile", type=int, help=f"larger photos are enhanced in tiles of this many pixels a side "
+                                            f"(default {e.tile})")
+    p.add_argument("--tile-margin", type=int, help=f"context pixels around each tile (default {e.tile_margin})")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true",
                        help="run in this process, without Ray, whatever the input's size (default: in-process "
@@ -245,14 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file (section enhance)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.add_argument("--s3-endpoint")
-    p.add_argument("--ray-address")
-    p.set_defaults(func=cmd_enhance)
+    p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(func=cmd_enhance, flag_names=_ENHANCE_FLAG_NAMES)
 
     p = sub.add_parser("serve", help="run the online endpoint (Ray Serve) on this machine")
     p.add_argument("--model", default="bundled", help="checkpoint: a run folder (loads its best), a checkpoint "
                                                       "folder, or 'bundled', the model shipped with skinray (default)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--api-key-file", help="file holding the API key (default: env SKINRAY_API_KEY, else none)")
     p.add_argument("--batch-roots", action="append", metavar="URI",
                    help="turn archive jobs (POST /v1/batch) on: their input and output must resolve under "
@@ -270,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/evaluation", help="report folder (default outputs/evaluation)")
     p.add_argument("--size", type=int, default=256, help="pixels per side (default 256)")
     p.add_argument("--limit", type=int, default=100, help="at most this many images (default 100)")
-    p.add_argument("--split", default="val", help="val (the first model's validation split, default) | all")
+    p.add_argument("--split", default="val", choices=("val", "all"),
+                   help="val: the first model's validation split; all: every image")
     p.add_argument("--seed", type=int, default=1234, help="seed of the fixed degradations")
     p.add_argument("--degrade", default="default", choices=("default", "poster"),
                    help="degradations: default (DegradeConfig) or poster (the poster's own)")
@@ -279,8 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="synthesise data, train briefly, write samples and a loss curve")
-    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--out", default="outputs/demo", help="folder for the demo's outputs")
     p.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():
+        command.formatter_class = _HelpFormatter
     return parser
 
 
@@ -290,7 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SkinrayError as exc:
-        print(f"skinray: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if isinstance(exc, ConfigError):
+            message = name_flags(message, getattr(args, "flag_names", {}))
+        print(f"skinray: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("skinray: interrupted", file=sys.stderr)

@@ -252,6 +252,10 @@ class EnhanceConfig:
     resource_wait_s: float = 300.0  # how long to wait for the CPUs/GPUs the model actors need, then fail
     strip_metadata: bool = False  # else outputs keep the input's EXIF (orientation reset to 1)
 
+    def __post_init__(self) -> None:  # 'jpg' is 'jpeg' wherever a format is given (CLI, YAML, endpoint)
+        if isinstance(self.format, str):
+            object.__setattr__(self, "format", {"jpg": "jpeg"}.get(self.format.lower(), self.format.lower()))
+
     def validate(self) -> None:
         for name in ("model", "input", "output"):
             _require(bool(getattr(self, name)), f"enhance.{name}", "is required")

@@ -16,8 +16,8 @@ def _run(*args, timeout=120):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--lr", "-1"], "train.lr: must be > 0"),
-    (["--loss", "mse"], "train.loss: unknown 'mse'"),
+    (["--lr", "-1"], "--lr: must be > 0, got -1.0 (train.lr)"),
+    (["--loss", "mse"], "argument --loss: invalid choice: 'mse'"),
     (["--set", "degrade.jitter_fraction=2"], "degrade.jitter_fraction"),
     (["--image-size", "8", "--loss", "ssim"], "SSIM window"),
 ])
@@ -66,3 +66,79 @@ def test_serve_refuses_an_open_public_endpoint_and_an_empty_key_file(tmp_path, c
     (tmp_path / "key").write_text("\n")
     assert main(["serve", "--model", str(tmp_path), "--api-key-file", str(tmp_path / "key")]) == 2
     assert "is empty" in capsys.readouterr().err
+
+
+# --- rough edges a new user hits (issue 11 item 7) --------------------------------------------
+
+def test_version(capsys):
+    from skinray import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"skinray {__version__}"
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("train", ["{ssim,mae,psnr,mae+ssim}", "(default psnr)", "(default 100)", "(default 0.002, cosine"]),
+    ("enhance", ["{same,png,jpeg,jpg}", "(default same)", "--tile TILE", "(default 512)", "--tile-margin",
+                 "--strip-metadata", "--local", "--ray "]),
+    ("evaluate", ["{val,all}", "(default: 1234)", "(default: val)"]),
+    ("serve", ["(default: 8000)"]),
+])
+def test_help_lists_choices_and_defaults(command, shown, capsys):
+    from skinray.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for item in shown:
+        assert item in text, item
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "the INPUT argument is required (enhance.input)"),
+    (["IN"], "the OUTPUT argument is required (enhance.output)"),
+    (["IN", "OUT", "--quality", "0"], "--quality: must be in [1, 100], got 0 (enhance.quality)"),
+    (["IN", "OUT", "--tile", "40"], "--tile: must exceed twice --tile-margin, got 40 and 32 (enhance.tile)"),
+    (["IN", "OUT", "--model", ""], "--model is required (enhance.model)"),
+])
+def test_enhance_errors_name_the_flag_the_user_typed(flags, message, capsys):
+    assert main(["enhance", *flags]) == 2
+    assert f"skinray: error: {message}" in capsys.readouterr().err
+
+
+def test_jpg_is_jpeg_everywhere(tmp_path):
+    from skinray import batch
+    from skinray.cli import build_parser
+    from skinray.config import EnhanceConfig, load_config
+    from skinray.serving import BatchRequest
+
+    assert build_parser().parse_args(["enhance", "a", "b", "--format", "JPG"]).format == "jpg"
+    assert EnhanceConfig(format="jpg").format == "jpeg" and EnhanceConfig(format="JPEG").format == "jpeg"
+    (tmp_path / "c.yaml").write_text("enhance: {format: jpg, input: a, output: b}\n")
+    assert load_config(tmp_path / "c.yaml", sections=("enhance",)).enhance.format == "jpeg"
+    cfg = load_config(None, {"enhance.format": "jpg", "enhance.input": "a", "enhance.output": "b"},
+                      sections=("enhance",)).enhance
+    assert batch.output_key("x/photo.png", cfg.format) == "x/photo.jpg"
+    job = BatchRequest(input="a", output="b", format="jpg")
+    assert EnhanceConfig(input=job.input, output=job.output, format=job.format).format == "jpeg"
+
+
+def test_tile_flags_reach_the_config(monkeypatch, tmp_path):
+    from skinray import batch
+
+    seen = {}
+
+    def fake_run(cfg, s3=None, ray_address=None, execution="ray", **_):
+        seen.update(tile=cfg.tile, margin=cfg.tile_margin, execution=execution, strip=cfg.strip_metadata)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(batch, "run", fake_run)
+    with pytest.raises(SystemExit):
+        main(["enhance", str(tmp_path / "a"), str(tmp_path / "b"), "--tile", "384", "--tile-margin", "16",
+              "--strip-metadata", "--local"])
+    assert seen == {"tile": 384, "margin": 16, "execution": "local", "strip": True}
+    with pytest.raises(SystemExit):
+        main(["enhance", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert seen["execution"] == "auto" and seen["strip"] is False
