@@ -306,6 +306,36 @@ class _Progress:
                   f"{self.counts['not-image']}) {rate:.1f} files/s ETA {eta:.0f}s", file=sys.stderr, flush=True)
 
 
+PROGRESS_FILE = "progress.json"  # OUTPUT/_skinray/progress.json: the running job's own report
+
+
+class ProgressReport:
+    """Writes ``OUTPUT/_skinray/progress.json`` as the job goes: at once (total known, nothing
+    done), then at most every ``every_s`` and at the end, each time whole. ``started`` (epoch
+    seconds) tells a reader an earlier run's file from this one's. Readers: the endpoint's
+    ``GET /v1/batch/{id}``. Best effort: a failed write never stops the job."""
+
+    def __init__(self, dst: paths.Location, s3, total: int, then: ProgressCallback | None = None,
+                 every_s: float = 2.0):
+        self.uri, self.s3, self.then, self.every_s = dst.join(f"{REPORT_DIR}/{PROGRESS_FILE}"), s3, then, every_s
+        self.manifest_uri = dst.join(f"{REPORT_DIR}/manifest.parquet")
+        self.started, self.last = time.time(), 0.0
+        self(dict.fromkeys(STATUSES, 0), total)
+
+    def __call__(self, counts: dict[str, int], total: int) -> None:
+        now, finished = time.time(), sum(counts.values()) >= total
+        if finished or now - self.last >= self.every_s:
+            self.last = now
+            try:
+                _write(self.uri, json.dumps({
+                    "started": self.started, "updated": now, "total": total, "counts": counts,
+                    "finished": finished, "manifest_uri": self.manifest_uri}).encode(), self.s3, replace=True)
+            except (SkinrayError, OSError) as exc:
+                print(f"[skinray] progress report {self.uri} not written: {exc}", file=sys.stderr, flush=True)
+        if self.then:
+            self.then(counts, total)
+
+
 def wait_for_resources(cfg: EnhanceConfig, poll_s: float = 1.0) -> None:
     """Wait (at most ``cfg.resource_wait_s``) until the cluster has what the model actors ask
     for (``workers`` GPUs with ``gpu``, else ``workers`` CPUs); then fail with a clear error
@@ -421,7 +451,8 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
     started = time.time()
     model = checkpoint.load(cfg.model, s3=s3)  # fail fast, before Ray, on a bad model URI
     todo, final = plan(cfg, s3, src, dst)
-    progress = _Progress(len(todo) + len(final), callback=on_progress)
+    progress = _Progress(len(todo) + len(final),
+                         callback=ProgressReport(dst, s3, len(todo) + len(final), then=on_progress))
     progress.add(r["status"] for r in final)
     rows = list(final)
     execution = choose_execution(cfg, todo, execution, ray_address)

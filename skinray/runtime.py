@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -33,5 +34,33 @@ def init_ray(address: str | None = None) -> None:
         port = sock.getsockname()[1]
     # Inherited by the raylet this call starts, and so by every worker of this instance.
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(num_cpus=max(4, 2 * (os.cpu_count() or 1)), log_to_driver=True, configure_logging=False,
-             include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+    with _job_agent_port(_free_port()):
+        ray.init(num_cpus=max(4, 2 * (os.cpu_count() or 1)), log_to_driver=True, configure_logging=False,
+                 include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _job_agent_port(port: int):
+    """Give the local Ray's job agent ``port``. ``ray.init`` always uses 52365 (``ray start`` has
+    ``--dashboard-agent-listen-port``); with another Ray on the machine holding it, the agent
+    fails and every job submission (the endpoint's archive jobs) answers "No available agent"."""
+    from ray._private import parameter
+
+    original = parameter.RayParams
+
+    class RayParams(original):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("dashboard_agent_listen_port", port)
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = RayParams
+    try:
+        yield
+    finally:
+        parameter.RayParams = original

@@ -5,7 +5,8 @@
 
 Routes: ``GET /`` (a page: pick a photo, see it enhanced, download it), ``POST /v1/enhance``
 (image bytes or a multipart ``file`` field in, enhanced PNG/JPEG out), ``POST /v1/batch`` and
-``GET /v1/batch/{id}`` (archive jobs on the cluster), ``GET /healthz``, ``GET /readyz``,
+``GET /v1/batch/{id}``, ``DELETE /v1/batch/{id}`` (archive jobs: Ray Jobs on the
+cluster, submitted through its job manager, listed by ``ray job list``), ``GET /healthz``, ``GET /readyz``,
 ``GET /v1/model``, ``GET /openapi.json``. Every bad request is a JSON 4xx; overload is a 503
 with ``Retry-After``. Inference goes through the same :class:`skinray.predict.Enhancer` as the
 batch job, with concurrent requests batched.
@@ -21,7 +22,6 @@ Archive jobs are off unless ``batch_roots`` names roots (:mod:`skinray.paths` is
 # No `from __future__ import annotations`: FastAPI reads the route signatures at run time.
 
 import asyncio
-import dataclasses
 import functools
 import hmac
 import os
@@ -149,68 +149,83 @@ def _page() -> str:
     return resources.files("skinray").joinpath("web/index.html").read_text(encoding="utf-8")
 
 
-# --- archive jobs started from the endpoint -------------------------------------------------
+# --- archive jobs: Ray Jobs, submitted to the cluster's job manager -----------------------
 
-@ray.remote(num_cpus=0, max_retries=0)
-def _archive_job(job_id: str, cfg_dict: dict, s3_endpoint: Optional[str], registry, roots) -> dict:
+JOB_TAG = "skinray-batch"  # metadata["skinray"] of the jobs an endpoint submits
+JOB_STATES = ("PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED")  # Ray's JobStatus names
+
+
+def _job_client():
+    """A Jobs API client for the cluster this replica runs on (its dashboard, found through the
+    GCS; ``RAY_API_SERVER_ADDRESS`` / ``RAY_ADDRESS`` override). Ray's token auth applies: the
+    client sends the cluster's token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+    ``~/.ray/auth_token``) like ``ray job submit`` does."""
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(ray.get_runtime_context().gcs_address)
+
+
+def job_entrypoint(cfg, roots, s3_endpoint: Optional[str]) -> str:
+    """The shell command of an archive job: ``jobs/enhance.py`` (the ``skinray enhance``
+    arguments plus the endpoint's roots, checked again where the job runs)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "jobs" / "enhance.py"
+    command = [sys.executable, str(script)] if script.is_file() else [sys.executable, "-m", "skinray.cli", "enhance"]
+    # --ray-address auto: the cluster the job runs on (Ray sets RAY_ADDRESS for a job's driver)
+    command += ["--model", cfg.model, "--ray-address", "auto", cfg.input, cfg.output]
+    for name in ("format", "quality", "overwrite", "workers", "gpu", "batch_size", "max_pixels", "resource_wait_s"):
+        command += ["--set", f"enhance.{name}={getattr(cfg, name)}"]
+    if s3_endpoint:
+        command += ["--s3-endpoint", s3_endpoint]
+    for root in roots.read_write or ():
+        command += ["--batch-roots", root]
+    for root in roots.overwrite:
+        command += ["--batch-writable-roots", root]
+    return shlex.join(command)
+
+
+def _job_error(client, job_id: str, info) -> str:
+    """Why a job failed: its last ``skinray: error:`` line, else its last log line, else Ray's message."""
+    try:
+        lines = [line.strip() for line in client.get_job_logs(job_id).splitlines() if line.strip()]
+    except Exception:  # noqa: BLE001 - logs are a nicety
+        lines = []
+    ours = [line.split("skinray: error:", 1)[1].strip() for line in lines if "skinray: error:" in line]
+    return (ours[-1] if ours else lines[-1] if lines else (info.message or ""))[:500]
+
+
+def job_view(client, info, s3_endpoint: Optional[str]) -> dict:
+    """A job as the API shows it: Ray's status, the counts of the job's own progress report
+    (OUTPUT/_skinray/progress.json; done = ok + skipped-existing), the manifest when finished."""
+    import json
+
     from skinray import batch, storage
-    from skinray.config import EnhanceConfig
 
-    registry.update.remote(job_id, state="RUNNING")
-    # The roots are checked again here, on the node that runs the job, as it resolves the paths.
-    summary = batch.run(EnhanceConfig(**cfg_dict), s3=storage.S3Options.from_env(s3_endpoint), roots=roots,
-                        on_progress=lambda counts, total: registry.update.remote(job_id, counts=counts, total=total))
-    return {"counts": summary.counts, "total": summary.total, "manifest_uri": summary.manifest_uri,
-            "summary_uri": summary.summary_uri, "seconds": round(summary.seconds, 2)}
-
-
-@ray.remote(num_cpus=0)
-class BatchJobs:
-    """Registry of archive jobs, one detached actor per application: job ids stay valid when
-    replicas are replaced or scaled. Each job runs as a Ray task that drives the Ray Data job."""
-
-    def __init__(self):
-        self.jobs: dict[str, dict] = {}
-        self.refs: dict[str, ray.ObjectRef] = {}
-
-    def submit(self, job_id: str, cfg_dict: dict, s3_endpoint: Optional[str], roots) -> dict:
-        self.jobs[job_id] = {"id": job_id, "state": "PENDING", "input": cfg_dict["input"],
-                             "output": cfg_dict["output"], "counts": {}, "total": None, "error": None,
-                             "manifest_uri": None, "created": time.time(), "finished": None}
-        me = ray.get_runtime_context().current_actor
-        self.refs[job_id] = _archive_job.remote(job_id, cfg_dict, s3_endpoint, me, roots)
-        return self.jobs[job_id]
-
-    def update(self, job_id: str, **fields) -> None:
-        job = self.jobs.get(job_id)
-        if job is not None and job["state"] not in ("SUCCEEDED", "FAILED"):
-            job.update(fields)
-
-    def get(self, job_id: str) -> Optional[dict]:
-        job = self.jobs.get(job_id)
-        if job is None:
-            return None
-        ref = self.refs.get(job_id)
-        if ref is not None and ray.wait([ref], timeout=0)[0]:
-            del self.refs[job_id]
-            try:
-                job.update(ray.get(ref), state="SUCCEEDED")
-            except Exception as exc:  # the job's own error, e.g. a missing input folder
-                cause = getattr(exc, "cause", None) or exc
-                lines = str(cause).strip().splitlines() or [type(cause).__name__]
-                job.update(state="FAILED", error=lines[-1][:500])
-            job["finished"] = time.time()
-        return job
-
-    def list(self) -> list[dict]:
-        return [self.get(job_id) for job_id in sorted(self.jobs, key=lambda j: self.jobs[j]["created"])]
-
-
-def _public(job: dict) -> dict:
-    """A job as the API shows it: state, counts (done = ok + skipped), manifest URI."""
-    counts = job.get("counts") or {}
-    return {**job, "done": counts.get("ok", 0) + counts.get("skipped-existing", 0),
-            "failed": counts.get("failed", 0) + counts.get("not-image", 0)}
+    meta = info.metadata or {}
+    state = info.status.value if hasattr(info.status, "value") else str(info.status)
+    job = {"id": info.submission_id, "state": state, "input": meta.get("input"), "output": meta.get("output"),
+           "counts": {}, "total": None, "done": 0, "failed": 0, "error": None, "manifest_uri": None,
+           "created": (info.start_time or 0) / 1000 or None, "finished": (info.end_time or 0) / 1000 or None}
+    try:
+        uri = storage.join(meta.get("output", ""), batch.REPORT_DIR, batch.PROGRESS_FILE)
+        report = json.loads(storage.read_bytes(uri, storage.S3Options.from_env(s3_endpoint)))
+        if job["created"] is None or report.get("started", 0) >= job["created"] - 5:  # not an earlier run's
+            counts = report.get("counts") or {}
+            job.update(counts=counts, total=report.get("total"),
+                       done=counts.get("ok", 0) + counts.get("skipped-existing", 0),
+                       failed=counts.get("failed", 0) + counts.get("not-image", 0))
+            if state == "SUCCEEDED":
+                job["manifest_uri"] = report.get("manifest_uri")
+    except (SkinrayError, OSError, ValueError):
+        pass  # not started yet, or the output is not readable from this replica
+    if state == "FAILED":
+        job["error"] = _job_error(client, info.submission_id, info)
+    elif state == "STOPPED":
+        job["error"] = "stopped (DELETE /v1/batch/{id} or ray job stop)"
+    return job
 
 
 class PixelBudget:
@@ -266,9 +281,8 @@ class EnhanceService:
         batch_size = self.args.max_batch_size or (8 if self.enhancer.device.type == "cuda" else 1)
         self.enhance_batch.set_max_batch_size(batch_size)
         self.enhance_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
-        app = serve.get_replica_context().app_name
-        self._jobs = BatchJobs.options(name=f"skinray-batch-jobs-{app}", namespace="skinray",
-                                       lifetime="detached", get_if_exists=True).remote()
+        self._app = serve.get_replica_context().app_name  # tags this endpoint's archive jobs
+        self._job_client = None
 
     def _authorize(self, request: Request) -> None:
         if self._api_key is None:
@@ -468,22 +482,71 @@ class EnhanceService:
             raise _error(403, str(exc)) from None
         except SkinrayError as exc:
             raise _error(422, str(exc)) from None
-        job_id = uuid.uuid4().hex[:16]
-        state = await self._jobs.submit.remote(job_id, dataclasses.asdict(cfg), self.args.s3_endpoint, roots)
-        return JSONResponse(_public(state), status_code=202, headers={"Location": f"/v1/batch/{job_id}"})
+        job_id = f"skinray-batch-{uuid.uuid4().hex[:16]}"
+        metadata = {"skinray": JOB_TAG, "app": self._app, "input": cfg.input, "output": cfg.output}
+        entrypoint = job_entrypoint(cfg, roots, self.args.s3_endpoint)
+        client = await self._jobs()
+        deadline = time.monotonic() + 60
+        while True:  # a cluster just started may not have its job agent yet
+            try:
+                await asyncio.to_thread(client.submit_job, entrypoint=entrypoint, submission_id=job_id,
+                                        metadata=metadata)
+                break
+            except RuntimeError as exc:
+                if "try again later" not in str(exc) or time.monotonic() > deadline:
+                    raise _error(503, f"the cluster's job manager did not take the job: {exc}",
+                                 {"Retry-After": "10"}) from None
+                await asyncio.sleep(1)
+        info = await asyncio.to_thread(client.get_job_info, job_id)
+        return JSONResponse(await asyncio.to_thread(job_view, client, info, self.args.s3_endpoint),
+                            status_code=202, headers={"Location": f"/v1/batch/{job_id}"})
+
+    async def _jobs(self):
+        if self._job_client is None:
+            try:
+                self._job_client = await asyncio.to_thread(_job_client)
+            except Exception as exc:  # noqa: BLE001 - unreachable dashboard, auth
+                raise _error(503, f"the cluster's job manager is unreachable: {exc}",
+                             {"Retry-After": "10"}) from None
+        return self._job_client
+
+    async def _own_job(self, job_id: str):
+        """(client, JobInfo) of one of this endpoint's jobs, else 404."""
+        client = await self._jobs()
+        try:
+            info = await asyncio.to_thread(client.get_job_info, job_id)
+        except RuntimeError:  # Ray's 404 for an unknown submission id
+            info = None
+        meta = (info.metadata or {}) if info is not None else {}
+        if meta.get("skinray") != JOB_TAG or meta.get("app") != self._app:
+            raise _error(404, f"no archive job {job_id!r}")
+        return client, info
 
     @api.get("/v1/batch/{job_id}")
     async def batch_status(self, request: Request, job_id: str) -> dict:
         self._authorize(request)
-        state = await self._jobs.get.remote(job_id)
-        if state is None:
-            raise _error(404, f"no archive job {job_id!r}")
-        return _public(state)
+        client, info = await self._own_job(job_id)
+        return await asyncio.to_thread(job_view, client, info, self.args.s3_endpoint)
+
+    @api.delete("/v1/batch/{job_id}", status_code=202)
+    async def batch_stop(self, request: Request, job_id: str) -> JSONResponse:
+        self._authorize(request)
+        client, info = await self._own_job(job_id)
+        if info.status.is_terminal():
+            raise _error(409, f"archive job {job_id!r} already ended ({info.status.value})")
+        await asyncio.to_thread(client.stop_job, job_id)
+        info = await asyncio.to_thread(client.get_job_info, job_id)
+        return JSONResponse(await asyncio.to_thread(job_view, client, info, self.args.s3_endpoint),
+                            status_code=202)
 
     @api.get("/v1/batch")
     async def batch_list(self, request: Request) -> dict:
         self._authorize(request)
-        return {"jobs": [_public(s) for s in await self._jobs.list.remote()]}
+        client = await self._jobs()
+        jobs = [info for info in await asyncio.to_thread(client.list_jobs)
+                if (info.metadata or {}).get("skinray") == JOB_TAG and (info.metadata or {}).get("app") == self._app]
+        jobs.sort(key=lambda info: info.start_time or 0)
+        return {"jobs": [await asyncio.to_thread(job_view, client, info, self.args.s3_endpoint) for info in jobs]}
 
 
 def build(args: AppArgs) -> Application:

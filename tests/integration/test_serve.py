@@ -186,7 +186,7 @@ def _wait_job(client, job_id: str, timeout: float = 180.0) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
         state = client.get(f"/v1/batch/{job_id}").json()
-        if state["state"] in ("SUCCEEDED", "FAILED"):
+        if state["state"] in ("SUCCEEDED", "FAILED", "STOPPED"):
             return state
         time.sleep(1)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {state}")
@@ -213,11 +213,54 @@ def test_batch_job_from_the_endpoint(endpoint, tmp_path):
     assert "1600000000 pixels exceeds the limit" in rows["bomb.png"]["reason"], rows["bomb.png"]
     assert len(list((tmp_path / "out").glob("*.png"))) == 6
     assert any(j["id"] == job["id"] for j in client.get("/v1/batch").json()["jobs"])
+    # A Ray Job like any other (ray job list, the dashboard), tagged as this endpoint's.
+    from ray.job_submission import JobSubmissionClient
+
+    import ray
+
+    info = JobSubmissionClient(ray.get_runtime_context().gcs_address).get_job_info(job["id"])
+    assert info.status == "SUCCEEDED" and info.metadata["skinray"] == "skinray-batch"
+    assert "jobs/enhance.py" in info.entrypoint and "--batch-roots" in info.entrypoint
 
     # A job whose input does not exist fails with a reason; the endpoint stays up.
     r = client.post("/v1/batch", json={"input": str(tmp_path / "missing"), "output": str(tmp_path / "o2")})
     state = _wait_job(client, r.json()["id"])
     assert state["state"] == "FAILED" and "missing" in state["error"]
+
+
+def test_batch_job_reports_progress_as_it_goes_and_stops_on_delete(endpoint, tmp_path):
+    """Issue 12: jobs are Ray Jobs; progress comes from the job's own report while it runs;
+    DELETE stops it; only this endpoint's jobs are listed."""
+    from ray.job_submission import JobSubmissionClient
+
+    import ray
+
+    client, _ = endpoint
+    synth.write_dataset(str(tmp_path / "in"), count=200, size=64, seed=5)
+    r = client.post("/v1/batch", json={"input": str(tmp_path / "in"), "output": str(tmp_path / "out"),
+                                       "format": "png", "batch_size": 1})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline, state = time.time() + 180, {}
+    while time.time() < deadline:  # the report gives the total before anything is done
+        state = client.get(f"/v1/batch/{job_id}").json()
+        if state["total"] is not None or state["state"] not in ("PENDING", "RUNNING"):
+            break
+        time.sleep(0.5)
+    assert state["state"] == "RUNNING" and state["total"] == 200 and state["done"] < 200, state
+    assert (tmp_path / "out" / "_skinray" / "progress.json").is_file()
+    r = client.delete(f"/v1/batch/{job_id}")
+    assert r.status_code == 202, r.text
+    state = _wait_job(client, job_id, timeout=60)
+    assert state["state"] == "STOPPED" and state["done"] < 200, state
+    assert client.delete(f"/v1/batch/{job_id}").status_code == 409
+    # Another Ray job on the same cluster is neither listed nor reachable here.
+    jobs = JobSubmissionClient(ray.get_runtime_context().gcs_address)
+    other = jobs.submit_job(entrypoint="true", metadata={"skinray": "skinray-batch", "app": "another-app"})
+    listed = [j["id"] for j in client.get("/v1/batch").json()["jobs"]]
+    assert job_id in listed and other not in listed
+    assert client.get(f"/v1/batch/{other}").status_code == 404
+    assert client.delete(f"/v1/batch/{other}").status_code == 404
 
 
 @pytest.mark.parametrize("body, status", [
@@ -237,6 +280,7 @@ def test_bad_batch_requests(endpoint, body, status):
 def test_batch_needs_the_key_and_unknown_ids_are_404(endpoint):
     client, _ = endpoint
     assert client.get("/v1/batch/0123456789abcdef").status_code == 404
+    assert client.delete("/v1/batch/0123456789abcdef").status_code == 404
     bare = httpx.Client(base_url=str(client.base_url), timeout=30)
     assert bare.post("/v1/batch", json={"input": "a", "output": "b"}).status_code == 401
     assert bare.post("/v1/batch", content=b"{not json").status_code == 401  # the key is checked first
