@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -137,8 +138,10 @@ def test_s3_to_s3_through_moto(ray_local, model_dir, s3, bucket):
     assert report["x/../../../escape.jpg"]["status"] == "failed"
     assert "escape the output folder" in report["x/../../../escape.jpg"]["reason"]
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="enhanced/")["Contents"])
-    assert keys == ["enhanced/_skinray/manifest.parquet", "enhanced/_skinray/summary.json",
-                    "enhanced/p0.png", "enhanced/p1.png", "enhanced/p2.png"]
+    assert keys == ["enhanced/_skinray/manifest.parquet", "enhanced/_skinray/progress.json",
+                    "enhanced/_skinray/summary.json", "enhanced/p0.png", "enhanced/p1.png", "enhanced/p2.png"]
+    progress = json.loads(client.get_object(Bucket=bucket, Key="enhanced/_skinray/progress.json")["Body"].read())
+    assert progress["finished"] and progress["total"] == 4 and progress["counts"]["ok"] == 3
     body = client.get_object(Bucket=bucket, Key="enhanced/p1.png")["Body"].read()
     assert images.decode(body).shape == (40, 40, 3)
 
