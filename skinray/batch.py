@@ -398,13 +398,23 @@ def _local_batches(todo: list[dict], cfg: EnhanceConfig, s3, loaded):
         if not torch.cuda.is_available():
             raise SkinrayError("enhance: gpu was asked for but torch sees no CUDA device here; run without "
                                "--gpu, or with --ray on a cluster with GPU workers")
+    import torch
+
     stage = EnhanceStage(cfg.model, s3, cfg.tile, cfg.tile_margin, loaded=loaded,
                          device="cuda" if cfg.gpu else "cpu")
-    for start in range(0, len(todo), cfg.batch_size):
-        batch = read_decode(_numpy_batch(todo[start:start + cfg.batch_size]), max_pixels=cfg.max_pixels, s3=s3,
-                            follow_symlinks=cfg.follow_symlinks)
-        batch = encode_write(stage(batch), quality=cfg.quality, s3=s3, strip_metadata=cfg.strip_metadata)
-        yield _report_rows(batch)
+    # One intra-op thread, as in the Ray actor (Ray sets OMP_NUM_THREADS to its 1 CPU): some CPU
+    # kernels sum in a thread-count-dependent order, and 2 threads changed ~1e-6 of a 12 MP
+    # photo's values by 1 grey level. Same threads, same bytes.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = read_decode(_numpy_batch(todo[start:start + cfg.batch_size]), max_pixels=cfg.max_pixels, s3=s3,
+                                follow_symlinks=cfg.follow_symlinks)
+            batch = encode_write(stage(batch), quality=cfg.quality, s3=s3, strip_metadata=cfg.strip_metadata)
+            yield _report_rows(batch)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _ray_batches(todo: list[dict], cfg: EnhanceConfig, s3, ray_address: str | None):
