@@ -215,9 +215,6 @@ class LutEnhancer(nn.Module):
         basis weights, then curve offsets. This is the "context" tiled inference passes around."""
         return self.predict(torch.cat([self.head(thumb), self._stats(thumb)], dim=1))
 
-    def context_from_thumbnail(self, thumb: torch.Tensor) -> torch.Tensor:
-        return self.colour_params(thumb)
-
     def tables(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, P) -> curves (N, 3, K), colour matrix (N, 3, 3), offset (N, 3), 3-D tables (N, 3, D, D, D)."""
         n_bases, k = self.bases.shape[0], self.curve_points

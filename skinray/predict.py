@@ -83,12 +83,12 @@ class Enhancer:
         """The model's global context for the whole image: from its thumbnail (``lut``), else
         computed tile by tile as exact means of the deepest encoder features and of the pixels
         over the kept centre of every window (``context``, ``affine``)."""
-        if hasattr(self.model, "context_from_thumbnail"):
+        if hasattr(self.model, "colour_params"):
             size = self.model.thumbnail_size
             # One channel at a time: a float copy of one plane, not of the whole image.
             planes = [lut.thumbnail(torch.from_numpy(np.ascontiguousarray(image[..., c])).to(self.device)
                                     .float().div_(255.0)[None, None], size) for c in range(3)]
-            return self.model.context_from_thumbnail(torch.cat(planes, dim=1))  # (1, P)
+            return self.model.colour_params(torch.cat(planes, dim=1))  # (1, P)
         feature_sum = pixel_sum = None
         for _, window, centre in self._windows(*image.shape[:2]):
             x = self._tensor(image[None, window[0], window[1]])  # (1, 3, h, w)
