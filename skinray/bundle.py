@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from skinray import checkpoint
+from skinray.model import count_parameters
 
 
 def bundle(run: str, eval_dir: str, command: str, data_note: str,
@@ -35,7 +36,7 @@ def bundle(run: str, eval_dir: str, command: str, data_note: str,
     meta = json.loads((source / checkpoint.META_FILE).read_text())
     cfg = loaded.config
     meta["bundled"] = {
-        "what": f"skinray's default model: arch {cfg.model.arch}, {_parameters(loaded.model):,} parameters",
+        "what": f"skinray's default model: arch {cfg.model.arch}, {count_parameters(loaded.model):,} parameters",
         "trained_on": f"{data_note}: {cfg.data.source} ({loaded.metrics.get('train_images', '?')} training and "
                       f"{loaded.metrics.get('val_images', '?')} validation images per epoch, "
                       f"{cfg.data.image_size} px), degradations {cfg.degrade}",
@@ -48,10 +49,6 @@ def bundle(run: str, eval_dir: str, command: str, data_note: str,
     (dest / "MODEL.md").write_text(_model_card(meta, loaded.history, Path(eval_dir) / "report.md"))
     checkpoint.load(str(dest))  # the bundled copy loads
     return dest
-
-
-def _parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _model_card(meta: dict, history: list[dict], report: Path) -> str:

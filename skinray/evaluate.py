@@ -434,7 +434,8 @@ def _photos(uri: str, enhancer, out_dir: Path, s3, limit: int = 8) -> tuple[dict
             stats[name].append({"brightness": colour.mean_brightness(img), "contrast": colour.contrast(img),
                                 "colourfulness": colour.colourfulness(img)})
         # How much the model changed the photo: for photos that were good, this is harm.
-        stats["change"].append({"psnr": score(after, before)["psnr"], "ciede2000": colour.mean_ciede2000(after, before)})
+        change = score(after, before)
+        stats["change"].append({"psnr": change["psnr"], "ciede2000": change["ciede2000"]})
         rows.append([images.resize_square(before, 160), images.resize_square(after, 160)])
     summary = {name: {k: float(np.mean([s[k] for s in values])) for k in values[0]} for name, values in stats.items()}
     summary["count"] = len(rows)
