@@ -150,6 +150,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     data.write_manifest(manifest, args.out, s3)
     print(f"[skinray] manifest {args.out}: {manifest.count('train')} train, {manifest.count('val')} val, "
           f"{len(manifest.skipped)} unreadable skipped, {manifest.ignored} non-image files ignored")
+    groups = manifest.groups()
+    if groups["lesion"] or groups["patient"]:
+        print(f"[skinray] split by {data.METADATA_FILE}: {groups['lesion']} lesions, {groups['patient']} patients "
+              f"(images without a lesion id), {groups['key']} images by file name"
+              + (f"; {len(manifest.notes)} problems in {data.METADATA_FILE} (warned above)" if manifest.notes else ""))
     return 0
 
 
