@@ -39,7 +39,7 @@ class StorageConfig:
     """Where S3 URIs point. ``None`` means the standard AWS environment variables decide."""
 
     s3_endpoint: str | None = None  # e.g. http://127.0.0.1:9000 for MinIO; else AWS_ENDPOINT_URL(_S3)
-    s3_region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
+    s3_region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION, the AWS profile, the bucket (storage.py)
 
     def validate(self) -> None:
         if self.s3_endpoint is not None:

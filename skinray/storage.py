@@ -3,9 +3,13 @@
 A location is a local path (the default), ``file:///abs/path`` or ``s3://bucket/prefix`` on any
 S3-compatible endpoint. The endpoint comes from an explicit option (``storage.s3_endpoint``),
 else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, else AWS itself. Credentials come from
-the standard AWS variables or instance profile. pyarrow's S3 filesystem ignores the endpoint
-variables, so this module passes ``endpoint_override`` itself; Ray Data and Ray Train get the
-same filesystem object from :func:`resolve`.
+the standard AWS variables, the profile or instance profile. The region comes from the standard
+chain: an explicit option (``storage.s3_region``), else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``,
+else the ``region`` of the profile in use (``AWS_PROFILE``, else ``default``, in
+``AWS_CONFIG_FILE`` or ``~/.aws/config``); else, on AWS itself, each bucket's own region (looked
+up once per bucket), and us-east-1 for an S3-compatible endpoint. pyarrow's S3 filesystem ignores
+the endpoint variables, so this module passes ``endpoint_override`` itself; Ray Data and Ray Train
+get the same filesystem object from :func:`resolve`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -28,13 +32,57 @@ from skinray.errors import StorageError
 @dataclass(frozen=True)
 class S3Options:
     endpoint: str | None = None
-    region: str | None = None
+    region: str | None = None  # None: each bucket's own region (AWS itself), see resolve()
 
     @classmethod
     def from_env(cls, endpoint: str | None = None, region: str | None = None) -> "S3Options":
+        """The options a user set, completed from the environment: the endpoint from
+        ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; the region from ``AWS_REGION`` /
+        ``AWS_DEFAULT_REGION``, else the AWS profile's, else us-east-1 for an S3-compatible
+        endpoint (MinIO, Ceph, moto take any) and None on AWS (the bucket's own region)."""
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        return cls(endpoint=endpoint or None, region=region or "us-east-1")
+        if not region:
+            try:
+                region = _env_profile_region()
+            except StorageError:  # a missing profile is reported where S3 is used (resolve)
+                region = None
+        if not region and endpoint:
+            region = "us-east-1"
+        return cls(endpoint=endpoint or None, region=region or None)
+
+
+def _env_profile_region() -> str | None:
+    return profile_region(os.environ.get("AWS_PROFILE"), os.environ.get("AWS_DEFAULT_PROFILE"),
+                          os.environ.get("AWS_CONFIG_FILE"))
+
+
+@functools.lru_cache(maxsize=8)
+def profile_region(profile: str | None, default_profile: str | None, config_file: str | None) -> str | None:
+    """The ``region`` of the AWS profile in use, as botocore (the AWS CLI, boto3) reads it: the
+    profile named by ``AWS_PROFILE`` (else ``AWS_DEFAULT_PROFILE``, else ``default``) in
+    ``AWS_CONFIG_FILE`` (else ``~/.aws/config``). The arguments are those variables (the cache
+    key); botocore reads them from the environment itself."""
+    import botocore.exceptions
+    import botocore.session
+
+    try:
+        return botocore.session.Session().get_config_variable("region") or None
+    except botocore.exceptions.ProfileNotFound:
+        raise StorageError(f"AWS_PROFILE={profile or default_profile}: no such profile in "
+                           f"{config_file or '~/.aws/config'} (or the credentials file)") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise StorageError(f"AWS config {config_file or '~/.aws/config'}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def bucket_region(bucket: str) -> str:
+    """The region of an AWS bucket (one HEAD request, pyarrow's ``resolve_s3_region``); us-east-1
+    when it cannot be asked (the request that follows then says what is wrong)."""
+    try:
+        return pafs.resolve_s3_region(bucket)
+    except (OSError, ValueError):
+        return "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -80,7 +128,11 @@ def resolve(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str
 
     loc = paths.parse(uri)
     if loc.kind == "s3":
-        return _s3_filesystem(s3 or S3Options.from_env()), loc.path
+        options = s3 or S3Options.from_env()
+        if options.region is None:  # AWS with no region set anywhere: the bucket's own
+            options = replace(options, region=_env_profile_region() or (
+                "us-east-1" if options.endpoint else bucket_region(loc.path.split("/", 1)[0])))
+        return _s3_filesystem(options), loc.path
     return pafs.LocalFileSystem(), loc.path
 
 
