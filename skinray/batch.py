@@ -204,13 +204,15 @@ def read_decode(batch: dict[str, np.ndarray], *, max_pixels: int, s3,
 class EnhanceStage:
     """Actor: holds one Enhancer (loaded once) and enhances the decoded images of each batch."""
 
-    def __init__(self, model_uri: str, s3, tile: int, margin: int, loaded=None, device: str | None = None):
+    def __init__(self, model_uri: str, s3, tile: int, margin: int, loaded=None, device: str | None = None,
+                 precision: str = "auto"):
         from skinray.predict import Enhancer
 
         if loaded is not None:  # in-process: the model the job already loaded
-            self.enhancer = Enhancer(loaded, device or "cpu", tile=tile, margin=margin)
+            self.enhancer = Enhancer(loaded, device or "cpu", tile=tile, margin=margin, precision=precision)
         else:
-            self.enhancer = Enhancer.from_checkpoint(model_uri, s3=s3, tile=tile, margin=margin)
+            self.enhancer = Enhancer.from_checkpoint(model_uri, device, s3=s3, tile=tile, margin=margin,
+                                                     precision=precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -401,7 +403,7 @@ def _local_batches(todo: list[dict], cfg: EnhanceConfig, s3, loaded):
     import torch
 
     stage = EnhanceStage(cfg.model, s3, cfg.tile, cfg.tile_margin, loaded=loaded,
-                         device="cuda" if cfg.gpu else "cpu")
+                         device="cuda" if cfg.gpu else "cpu", precision=cfg.precision)
     # One intra-op thread, as in the Ray actor (Ray sets OMP_NUM_THREADS to its 1 CPU): some CPU
     # kernels sum in a thread-count-dependent order, and 2 threads changed ~1e-6 of a 12 MP
     # photo's values by 1 grey level. Same threads, same bytes.
@@ -434,7 +436,8 @@ def _ray_batches(todo: list[dict], cfg: EnhanceConfig, s3, ray_address: str | No
                                    "follow_symlinks": cfg.follow_symlinks})
     ds = ds.map_batches(EnhanceStage, batch_format="numpy", batch_size=cfg.batch_size,
                         fn_constructor_kwargs={"model_uri": cfg.model, "s3": s3, "tile": cfg.tile,
-                                               "margin": cfg.tile_margin},
+                                               "margin": cfg.tile_margin, "precision": cfg.precision,
+                                               "device": "cuda" if cfg.gpu else "cpu"},
                         compute=ray.data.ActorPoolStrategy(size=cfg.workers),
                         num_gpus=1 if cfg.gpu else 0, num_cpus=0 if cfg.gpu else 1)
     ds = ds.map_batches(encode_write, batch_format="numpy", batch_size=cfg.batch_size,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from skinray import __version__
-from skinray.config import LOSSES, OUTPUT_FORMATS, DataConfig, EnhanceConfig, TrainConfig
+from skinray.config import DEVICES, LOSSES, OUTPUT_FORMATS, PRECISIONS, DataConfig, EnhanceConfig, TrainConfig
 from skinray.errors import ConfigError, SkinrayError
 
 
@@ -23,6 +23,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, [], argparse.SUPPRESS) or "default" in help_:
             return help_
         return super()._get_help_string(action)
+
+
+_PRECISION_HELP = ("inference arithmetic: auto = bf16 (fp16 where unsupported) with channels_last on a GPU, "
+                   "fp32 on the CPU; bf16 also runs on the CPU, fp16 needs a GPU")
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -159,10 +163,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 _ENHANCE_FLAGS = ("model", "input", "output", "format", "quality", "overwrite", "workers", "gpu",
-                  "batch_size", "max_pixels", "follow_symlinks", "strip_metadata", "tile", "tile_margin")
+                  "batch_size", "max_pixels", "follow_symlinks", "strip_metadata", "tile", "tile_margin",
+                  "precision")
 _ENHANCE_FLAG_NAMES = {f"enhance.{dest}": _flag(dest) for dest in _ENHANCE_FLAGS}
 _ENHANCE_FLAG_NAMES.update({"enhance.input": "the INPUT argument", "enhance.output": "the OUTPUT argument",
                             "storage.s3_endpoint": "--s3-endpoint"})
+
+
+_INFERENCE_FLAG_NAMES = {"enhance.precision": "--precision", "enhance.device": "--device"}
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
@@ -191,7 +199,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from skinray import paths
 
     app_args = AppArgs(model=args.model, api_key_file=args.api_key_file, s3_endpoint=args.s3_endpoint,
-                       batch_roots=args.batch_roots, batch_writable_roots=args.batch_writable_roots or [])
+                       batch_roots=args.batch_roots, batch_writable_roots=args.batch_writable_roots or [],
+                       precision=args.precision)
+    from skinray.predict import resolve_device, resolve_precision
+
+    resolve_precision(app_args.precision, resolve_device("auto"))  # fp16 on a CPU-only machine stops here
     if app_args.batch_writable_roots and not app_args.batch_roots:
         raise SkinrayError("serve: --batch-writable-roots needs --batch-roots (archive jobs are off without it)")
     if app_args.batch_roots:
@@ -217,7 +229,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate.run(args.model, args.data, args.out, size=args.size, limit=args.limit, split=args.split,
                            seed=args.seed, photos=args.photos, s3=storage.S3Options.from_env(args.s3_endpoint),
-                           degrade_preset=args.degrade)
+                           degrade_preset=args.degrade, device=args.device, precision=args.precision)
     for name, row in metrics["restoration"].items():
         print(f"[skinray] {name:<32} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}  "
               f"CIEDE2000 {row['ciede2000']:5.2f}  {row['ms_per_image']:7.1f} ms/image")
@@ -292,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help=f"larger photos are enhanced in tiles of this many pixels a side "
                                             f"(default {e.tile})")
     p.add_argument("--tile-margin", type=int, help=f"context pixels around each tile (default {e.tile_margin})")
+    p.add_argument("--precision", type=str.lower, choices=PRECISIONS, help=_PRECISION_HELP + f" (default {e.precision})")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true",
                        help="run in this process, without Ray, whatever the input's size (default: in-process "
@@ -309,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--api-key-file", help="file holding the API key (default: env SKINRAY_API_KEY, else none)")
+    p.add_argument("--precision", type=str.lower, choices=PRECISIONS, default="auto", help=_PRECISION_HELP)
     p.add_argument("--batch-roots", action="append", metavar="URI",
                    help="turn archive jobs (POST /v1/batch) on: their input and output must resolve under "
                         "this root (repeatable; default: archive jobs are off)")
@@ -317,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "root; repeatable; default: nowhere)")
     p.add_argument("--s3-endpoint")
     p.add_argument("--ray-address")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, flag_names=_INFERENCE_FLAG_NAMES)
 
     p = sub.add_parser("evaluate", help="compare models with classical colour correction on held-out images")
     p.add_argument("--model", action="append", required=True, help="checkpoint (repeat to compare several)")
@@ -331,8 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degrade", default="default", choices=("default", "poster"),
                    help="degradations: default (DegradeConfig) or poster (the poster's own)")
     p.add_argument("--photos", help="folder of photos without ground truth for a before/after figure")
+    p.add_argument("--device", type=str.lower, choices=DEVICES, default="cpu",
+                   help="where the models run; auto: cuda, else mps, else cpu")
+    p.add_argument("--precision", type=str.lower, choices=PRECISIONS, default="auto", help=_PRECISION_HELP)
     p.add_argument("--s3-endpoint")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, flag_names=_INFERENCE_FLAG_NAMES)
 
     p = sub.add_parser("demo", help="synthesise data, train briefly, write samples and a loss curve")
     p.add_argument("--out", default="outputs/demo", help="folder for the demo's outputs")

@@ -230,6 +230,10 @@ class TrainConfig:
 
 
 OUTPUT_FORMATS = ("same", "png", "jpeg")
+# Inference arithmetic (skinray.predict.Enhancer): auto = bf16 (fp16 where the GPU lacks bf16)
+# with channels_last on CUDA, fp32 on the CPU; bf16 also runs on the CPU, fp16 needs a GPU.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # auto: cuda, else mps, else cpu
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,7 @@ class EnhanceConfig:
     follow_symlinks: bool = False  # list and read through symlinks (loops detected); else links are failed rows
     resource_wait_s: float = 300.0  # how long to wait for the CPUs/GPUs the model actors need, then fail
     strip_metadata: bool = False  # else outputs keep the input's EXIF (orientation reset to 1)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on a GPU, fp32 on the CPU)
 
     def __post_init__(self) -> None:  # 'jpg' is 'jpeg' wherever a format is given (CLI, YAML, endpoint)
         if isinstance(self.format, str):
@@ -268,6 +273,10 @@ class EnhanceConfig:
         _require(self.tile > 2 * self.tile_margin >= 0, "enhance.tile",
                  f"must exceed twice enhance.tile_margin, got {self.tile} and {self.tile_margin}")
         _require(self.resource_wait_s > 0, "enhance.resource_wait_s", f"must be > 0, got {self.resource_wait_s}")
+        _require(self.precision in PRECISIONS, "enhance.precision",
+                 f"unknown {self.precision!r}; choose from {PRECISIONS}")
+        _require(self.precision != "fp16" or self.gpu, "enhance.precision",
+                 "fp16 needs a GPU (enhance.gpu); on the CPU choose fp32 or bf16, or auto")
         _require(self.input.rstrip("/") != self.output.rstrip("/"), "enhance.output",
                  "must differ from enhance.input (outputs never overwrite the originals; the job also "
                  "refuses an output inside or containing the input, after resolving links)")

@@ -246,13 +246,14 @@ def oracle_outputs(degraded: np.ndarray, clean: np.ndarray) -> tuple[dict[str, n
 # ----------------------------------------------------------------------------- scoring
 
 
-def load_models(models: list[str], s3: storage.S3Options | None) -> list[tuple[str, str, object]]:
+def load_models(models: list[str], s3: storage.S3Options | None, device: str = "cpu",
+                precision: str = "auto") -> list[tuple[str, str, object]]:
     """(label, uri, Enhancer) per checkpoint, labels unique."""
     from skinray.predict import Enhancer
 
     loaded: list[tuple[str, str, object]] = []
     for uri in models:
-        enhancer = Enhancer.from_checkpoint(uri, device="cpu", s3=s3)
+        enhancer = Enhancer.from_checkpoint(uri, device=device, s3=s3, precision=precision)
         cfg = enhancer.loaded.config
         label = f"model {cfg.model.arch} ({cfg.train.name})"
         if any(name == label for name, _, _ in loaded):
@@ -380,9 +381,9 @@ def _check_args(models: list[str], size: int, limit: int, split: str, degrade_pr
 
 def run(models: list[str], data_uri: str, out: str, size: int = 256, limit: int = 100, split: str = "val",
         seed: int = 1234, photos: str | None = None, s3: storage.S3Options | None = None,
-        degrade_preset: str = "default") -> dict:
+        degrade_preset: str = "default", device: str = "cpu", precision: str = "auto") -> dict:
     _check_args(models, size, limit, split, degrade_preset)
-    loaded = load_models(models, s3)
+    loaded = load_models(models, s3, device=device, precision=precision)
     first_cfg = loaded[0][2].loaded.config
     samples = load_split(data_uri, first_cfg, size, limit, split, s3)
     if not samples:
@@ -399,6 +400,7 @@ def run(models: list[str], data_uri: str, out: str, size: int = 256, limit: int 
     scores = score_all(samples, methods, cfg, seed)
     metrics = {"data": data_uri, "split": split, "images": len(samples), "size": size, "seed": seed,
                "degrade": degrade_preset, "degrade_config": asdict(cfg), "torch_threads": 1,
+               "device": str(loaded[0][2].device), "precision": loaded[0][2].precision,
                "models": {label: uri for label, uri, _ in loaded}, **tables(scores, methods, len(samples))}
     metrics["figures"] = _figures(scores, methods, loaded, out_dir)
     metrics["photos"] = None

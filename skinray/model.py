@@ -241,9 +241,13 @@ class LutEnhancer(nn.Module):
         return lut.apply_lut(x, self.mapping(params))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        if context is None:
-            context = self.colour_params(lut.thumbnail(x, self.thumbnail_size))
-        y = self.recolour(x, context)  # (N, 3, H, W)
+        # The colour path runs in float32 even under bf16/fp16 autocast: a half-precision table
+        # or sampling grid moves pixels by about a grey level. Only the detail branch is cast.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            if context is None:
+                context = self.colour_params(lut.thumbnail(x, self.thumbnail_size))
+            y = self.recolour(x, context.float())  # (N, 3, H, W)
         if self.detail is not None:
             y = y + self.detail(y)
         return y.clamp(0.0, 1.0)

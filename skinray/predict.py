@@ -12,6 +12,7 @@ whole-image context.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from typing import Callable, Sequence
 
@@ -20,22 +21,66 @@ import torch
 
 from skinray import checkpoint, lut, storage
 from skinray.checkpoint import LoadedModel
-from skinray.errors import EnhanceStopped
+from skinray.config import DEVICES, PRECISIONS
+from skinray.errors import ConfigError, EnhanceStopped
 
 DEFAULT_TILE = 512  # pixels per side of the window fed to the model
 DEFAULT_MARGIN = 32  # context pixels around each kept tile; >= the model's receptive radius
+
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto``: CUDA if torch sees a GPU, else Apple ``mps`` if torch has it, else the CPU. A
+    device asked for by name that torch cannot use is a :class:`ConfigError` naming it."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).lower()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    kind = name.split(":")[0]
+    if kind not in DEVICES[1:]:
+        raise ConfigError(f"enhance.device: unknown {device!r}; choose from {DEVICES}")
+    if (kind == "cuda" and not torch.cuda.is_available()) or (kind == "mps" and not mps):
+        raise ConfigError(f"enhance.device: {name} was asked for but this torch ({torch.__version__}) "
+                          f"cannot use it here; choose cpu or auto")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """The arithmetic the Enhancer uses on ``device``: ``fp32``, ``bf16`` or ``fp16``.
+
+    ``auto``: bf16 on CUDA where the GPU supports it, else fp16 (with channels_last); fp32 on
+    the CPU and on ``mps``. Asked explicitly, bf16 also runs on the CPU (autocast; within a few
+    grey levels of fp32); fp16 on the CPU is refused (no fast CPU kernels: slower than fp32)."""
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    if precision not in PRECISIONS:
+        raise ConfigError(f"enhance.precision: unknown {precision!r}; choose from {PRECISIONS}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("enhance.precision: fp16 needs a GPU (cuda or mps); on the CPU choose fp32 or "
+                          "bf16, or auto")
+    return precision
 
 
 class Enhancer:
     """Wraps a loaded checkpoint. Inputs and outputs are RGB ``uint8`` arrays ``(H, W, 3)``."""
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu",
-                 tile: int = DEFAULT_TILE, margin: int = DEFAULT_MARGIN):
+                 tile: int = DEFAULT_TILE, margin: int = DEFAULT_MARGIN, precision: str = "auto"):
         if tile <= 2 * margin:
             raise ValueError(f"tile ({tile}) must be larger than twice the margin ({margin})")
         self.loaded = loaded
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self._dtype = _DTYPES[self.precision]
         self.model = loaded.model.to(self.device).eval()
+        if self._dtype is not None and self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
         # Models that work at 1/a resolution (lut: a = 4) need windows that start on multiples of
         # a, or tiles would see the image on another sampling grid than the whole image does.
         align = getattr(self.model, "ALIGN", 1)
@@ -48,7 +93,8 @@ class Enhancer:
     @classmethod
     def from_checkpoint(cls, uri: str, device: str | torch.device | None = None,
                         s3: storage.S3Options | None = None, **kwargs) -> "Enhancer":
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device or "auto")  # before loading: a bad device or precision fails first
+        resolve_precision(kwargs.get("precision", "auto"), device)
         return cls(checkpoint.load(uri, device="cpu", s3=s3), device, **kwargs)
 
     @property
@@ -57,14 +103,24 @@ class Enhancer:
 
     def _tensor(self, stack: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(stack)).to(self.device)
-        return x.permute(0, 3, 1, 2).float().div_(255.0)  # (N, H, W, 3) uint8 -> (N, 3, H, W) in [0, 1]
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (N, H, W, 3) uint8 -> (N, 3, H, W) in [0, 1]
+        if self._dtype is not None and self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _autocast(self):
+        """bf16/fp16 autocast on this device for the model's calls (off for fp32)."""
+        if self._dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._dtype)
 
     @torch.no_grad()
     def _forward(self, stack: np.ndarray, context: torch.Tensor | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, H, W, 3) uint8 through the model in one pass."""
         x = self._tensor(stack)
-        y = self.model(x) if context is None else self.model(x, context)
-        y = y.clamp_(0, 1).mul_(255.0).add_(0.5).to(torch.uint8)  # (N, 3, H, W)
+        with self._autocast():
+            y = self.model(x) if context is None else self.model(x, context)
+        y = y.float().clamp_(0, 1).mul_(255.0).add_(0.5).to(torch.uint8)  # (N, 3, H, W)
         return y.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
 
     def _windows(self, h: int, w: int):
@@ -92,12 +148,14 @@ class Enhancer:
         feature_sum = pixel_sum = None
         for _, window, centre in self._windows(*image.shape[:2]):
             x = self._tensor(image[None, window[0], window[1]])  # (1, 3, h, w)
-            deepest = self.model.encode(x)[-1][:, :, centre[0], centre[1]]  # (1, C, kh, kw)
+            with self._autocast():
+                deepest = self.model.encode(x)[-1][:, :, centre[0], centre[1]].float()  # (1, C, kh, kw)
             f, p = deepest.sum(dim=(2, 3)), x[:, :, centre[0], centre[1]].sum(dim=(2, 3))
             feature_sum = f if feature_sum is None else feature_sum + f
             pixel_sum = p if pixel_sum is None else pixel_sum + p
         count = image.shape[0] * image.shape[1]
-        return self.model.context_from_means(feature_sum / count, pixel_sum / count)  # (1, C, 1, 1)
+        with self._autocast():
+            return self.model.context_from_means(feature_sum / count, pixel_sum / count)  # (1, C, 1, 1)
 
     def _tiled(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         context = self._whole_image_context(image) if self.model.uses_global_context else None

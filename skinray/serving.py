@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from importlib import resources
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import ray
@@ -42,6 +42,7 @@ from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skinray import images
+from skinray.config import PRECISIONS
 from skinray.errors import EnhanceStopped, ImageDecodeError, SkinrayError
 
 # Content-Type -> the Pillow formats the body may be; anything else is 415 (lists: skinray.images).
@@ -73,6 +74,9 @@ class AppArgs(BaseModel):
     # (benchmarks/serve_latency.py: 0.79x the throughput of unbatched on 2 cores).
     max_batch_size: Optional[int] = None
     batch_wait_timeout_s: float = 0.005
+    # Inference arithmetic: auto = bf16 (fp16 without bf16) with channels_last on a GPU replica,
+    # fp32 on a CPU one; bf16 also runs on a CPU, fp16 needs a GPU (skinray.predict.Enhancer).
+    precision: Literal[PRECISIONS] = "auto"
     api_key_env: str = "SKINRAY_API_KEY"  # environment variable holding the API key, if any
     api_key_file: Optional[str] = None  # or a file holding it
     s3_endpoint: Optional[str] = None
@@ -267,7 +271,7 @@ class EnhanceService:
 
         self.args = AppArgs(**args)
         self.enhancer = Enhancer.from_checkpoint(
-            self.args.model, s3=storage.S3Options.from_env(self.args.s3_endpoint))
+            self.args.model, s3=storage.S3Options.from_env(self.args.s3_endpoint), precision=self.args.precision)
         self._api_key = read_api_key(self.args)
         if self.args.batch_roots:
             from skinray import paths
@@ -317,7 +321,8 @@ class EnhanceService:
         self._authorize(request)
         loaded = self.enhancer.loaded
         return {"model_id": self.enhancer.model_id, "uri": loaded.uri, "config": loaded.config.to_dict(),
-                "metrics": loaded.metrics}
+                "metrics": loaded.metrics, "device": str(self.enhancer.device),
+                "precision": self.enhancer.precision}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def enhance_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
