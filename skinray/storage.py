@@ -17,8 +17,6 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -218,50 +216,3 @@ def exists(uri: str, s3: S3Options | None = None) -> bool:
         return fs.get_file_info(path).type != pafs.FileType.NotFound
     except (OSError, ValueError) as exc:
         raise _explain(uri, exc) from None
-
-
-def upload_dir(local_dir: str | Path, uri: str, s3: S3Options | None = None) -> None:
-    """Copy a local folder to a URI (any scheme), file by file."""
-    for path in sorted(Path(local_dir).rglob("*")):
-        if path.is_file():
-            write_bytes(join(uri, path.relative_to(local_dir).as_posix()), path.read_bytes(), s3)
-
-
-def copy_dir(src: str, dest: str, s3: S3Options | None = None) -> None:
-    """Copy every file under ``src`` to ``dest`` (both URIs, any schemes)."""
-    for entry in list_files(src, s3):
-        write_bytes(join(dest, entry.key), read_bytes(entry.uri, s3), s3)
-
-
-@dataclass
-class LocalCopy:
-    """A local folder holding the files of a URI; temporary (deleted on exit) for remote URIs."""
-
-    path: Path
-    temporary: bool
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        if self.temporary:
-            shutil.rmtree(self.path, ignore_errors=True)
-
-
-def local_copy(uri: str, s3: S3Options | None = None) -> LocalCopy:
-    """A local folder with the contents of ``uri``: the folder itself when it is local."""
-    fs, path = resolve(uri, s3)
-    if isinstance(fs, pafs.LocalFileSystem):
-        if not os.path.isdir(path):
-            raise StorageError(f"{uri}: no such folder")
-        return LocalCopy(Path(path), temporary=False)
-    tmp = Path(tempfile.mkdtemp(prefix="skinray-"))
-    try:
-        for entry in list_files(uri, s3):
-            target = tmp / entry.key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(read_bytes(entry.uri, s3))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return LocalCopy(tmp, temporary=True)

@@ -1,3 +1,4 @@
+import pyarrow.fs as pafs
 import pytest
 import torch
 
@@ -96,7 +97,8 @@ def test_run_folder_resolves_to_best_and_export_drops_optimizer(tmp_path):
 
 def test_s3_checkpoint_loads(tmp_path, s3, bucket):
     _, model, directory = _saved(tmp_path)
-    storage.copy_dir(str(directory), f"s3://{bucket}/run/best", s3)
+    fs, prefix = storage.resolve(f"s3://{bucket}/run/best", s3)
+    pafs.copy_files(str(directory), prefix, destination_filesystem=fs)
     enhancer = Enhancer.from_checkpoint(f"s3://{bucket}/run", device="cpu", s3=s3)
     x = torch.rand(1, 3, 24, 24)
     assert torch.equal(enhancer.model(x), model(x))

@@ -1,3 +1,4 @@
+import pyarrow.fs as pafs
 import pytest
 
 from skinray import storage
@@ -46,9 +47,12 @@ def test_missing_bucket_names_the_uri(s3):
         storage.list_files("s3://no-such-bucket-xyz/p", s3)
 
 
-def test_copy_dir_local_to_s3_and_back(tmp_path, s3, bucket):
-    (tmp_path / "src").mkdir()
+def test_s3_folder_uploaded_by_another_tool_lists_and_reads(tmp_path, s3, bucket):
+    (tmp_path / "src" / "a b").mkdir(parents=True)
     (tmp_path / "src" / "m.pt").write_bytes(b"weights")
-    storage.copy_dir(str(tmp_path / "src"), f"s3://{bucket}/ck", s3)
-    with storage.local_copy(f"s3://{bucket}/ck", s3) as local:
-        assert (local / "m.pt").read_bytes() == b"weights"
+    (tmp_path / "src" / "a b" / "ü.jpg").write_bytes(b"photo")
+    fs, prefix = storage.resolve(f"s3://{bucket}/ck", s3)
+    pafs.copy_files(str(tmp_path / "src"), prefix, destination_filesystem=fs)
+    entries = storage.list_files(f"s3://{bucket}/ck", s3)
+    assert [(e.key, e.size) for e in entries] == [("a b/ü.jpg", 5), ("m.pt", 7)]
+    assert storage.read_bytes(entries[0].uri, s3) == b"photo"

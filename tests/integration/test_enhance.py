@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -129,7 +130,8 @@ def test_s3_to_s3_through_moto(ray_local, model_dir, s3, bucket):
     for i in range(3):
         client.put_object(Bucket=bucket, Key=f"photos/p{i}.jpg", Body=_jpeg(synth.skin_image(1, i, 40)))
     client.put_object(Bucket=bucket, Key="photos/x/../../../escape.jpg", Body=_jpeg(synth.skin_image(1, 9, 40)))
-    storage.copy_dir(str(model_dir), f"s3://{bucket}/model", s3)
+    fs, prefix = storage.resolve(f"s3://{bucket}/model", s3)
+    pafs.copy_files(str(model_dir), prefix, destination_filesystem=fs)
     cfg = EnhanceConfig(model=f"s3://{bucket}/model", input=f"s3://{bucket}/photos",
                         output=f"s3://{bucket}/enhanced", format="png")
     summary = batch.run(cfg, s3)

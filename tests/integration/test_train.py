@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 
 from skinray import checkpoint, storage, synth
@@ -58,7 +59,8 @@ def test_local_run_trains_checkpoints_and_counts_bad_files(ray_local, skin_dir, 
 
 
 def test_s3_to_s3_run_through_moto(ray_local, skin_dir, s3_endpoint, s3, bucket):
-    storage.copy_dir(str(skin_dir), f"s3://{bucket}/images", s3)
+    fs, prefix = storage.resolve(f"s3://{bucket}/images", s3)
+    pafs.copy_files(str(skin_dir), prefix, destination_filesystem=fs)
     cfg = load_config(overrides={**TINY, "data.source": f"s3://{bucket}/images",
                                  "train.storage": f"s3://{bucket}/runs", "train.name": "s3run",
                                  "train.epochs": 1, "train.workers": 1, "storage.s3_endpoint": s3_endpoint})
