@@ -240,6 +240,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from skinray import export, storage
+
+    written = export.export(args.model, args.out, args.format, s3=storage.S3Options.from_env(args.s3_endpoint))
+    print(f"[skinray] exported {args.model} as {args.format}: {', '.join(written)}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from skinray import checkpoint, storage
+    from skinray.model import count_parameters
+
+    s3 = storage.S3Options.from_env(args.s3_endpoint)
+    loaded = checkpoint.load(args.model, s3=s3)
+    meta = checkpoint.read_metadata(loaded.uri, s3)
+    config = loaded.config.to_dict()
+    info = {"uri": loaded.uri, "model_id": loaded.model_id, "arch": loaded.config.model.arch,
+            "parameters": count_parameters(loaded.model), "created": meta.get("created"),
+            "skinray_version": meta.get("skinray_version"), "torch_version": meta.get("torch_version"),
+            "model": config["model"], "train": config["train"], "data": config["data"],
+            "degrade": config["degrade"], "metrics": loaded.metrics, "epochs_trained": len(loaded.history),
+            "data_fingerprint": loaded.fingerprint}
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    scalar = lambda d: ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"  # noqa: E731
+                                 for k, v in d.items() if not isinstance(v, (dict, list)))
+    print(f"model      {info['model_id']}  ({info['uri']})")
+    print(f"arch       {info['arch']}, {info['parameters']:,} parameters")
+    print(f"created    {info['created']} by skinray {info['skinray_version']}, torch {info['torch_version']}")
+    print(f"model cfg  {scalar(info['model'])}")
+    print(f"training   {scalar(info['train'])}")
+    print(f"data       {scalar(info['data'])}")
+    print(f"metrics    {scalar(info['metrics']) or '(none)'}")
+    print(f"history    {info['epochs_trained']} epochs recorded")
+    print(f"data fingerprint  {info['data_fingerprint'] or '(none)'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from skinray.demo import run_demo
 
@@ -350,6 +391,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", type=str.lower, choices=PRECISIONS, default="auto", help=_PRECISION_HELP)
     p.add_argument("--s3-endpoint")
     p.set_defaults(func=cmd_evaluate, flag_names=_INFERENCE_FLAG_NAMES)
+
+    p = sub.add_parser("export", help="export a model for ONNX Runtime and other runtimes (dynamic size)")
+    p.add_argument("out", help="folder (or s3://bucket/prefix) for the graphs, skinray.onnx.json and README.md")
+    p.add_argument("--model", default="bundled", help="checkpoint: a run folder (loads its best), a checkpoint "
+                                                      "folder, or 'bundled' (default)")
+    p.add_argument("--format", default="onnx", type=str.lower, choices=("onnx",), help="export format")
+    p.add_argument("--s3-endpoint")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("info", help="print a model's architecture, parameters, training config, metrics and "
+                                    "data fingerprint")
+    p.add_argument("model", help="checkpoint: a run folder (loads its best), a checkpoint folder, or 'bundled'")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    p.add_argument("--s3-endpoint")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="synthesise data, train briefly, write samples and a loss curve")
     p.add_argument("--out", default="outputs/demo", help="folder for the demo's outputs")

@@ -231,7 +231,7 @@ class LutEnhancer(nn.Module):
         at every lattice point (``curve`` per channel, then the 3x4 colour matrix, then the table).
         One trilinear look-up per pixel then applies curves and table."""
         curves, matrix, offset, tables = self.tables(params)
-        n, d = len(params), self.lut_size
+        n, d = params.shape[0], self.lut_size  # shape[0]: a dynamic batch in exported graphs
         lattice = self.identity.expand(n, -1, -1, -1, -1).reshape(n, 3, d * d, d)  # (N, 3, D*D, D)
         curved = lut.apply_curves(lattice, curves)
         mixed = torch.einsum("nij,njpq->nipq", matrix, curved) + offset[:, :, None, None]
