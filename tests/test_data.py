@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from skinray import data, synth
+from skinray import data, degrade, images, storage, synth
 from skinray.config import load_config
 
 
@@ -59,8 +59,17 @@ def test_pairs_are_degraded_input_and_clean_target(pipeline):
     cfg, manifest, datasets = pipeline
     rows = _pairs(datasets["train"])
     assert len(rows) == manifest.count("train")
-    _, inputs, ok, _, targets = rows["skin_00002.jpg"] if "skin_00002.jpg" in rows else next(iter(rows.values()))
+    photos = {r["key"]: r for r in manifest.table.to_pylist() if r["key"].startswith("skin_")}
+    key = next(k for k, r in photos.items() if r["split"] == "train")
+    _, inputs, ok, error, targets = rows[key]
+    assert ok, error
     assert inputs.shape == targets.shape == (24, 24, 3) and inputs.dtype == np.uint8
+    # The target is the photo itself, resized and varied a little (natural_variation): exactly so
+    # for validation pairs, whose draws are a function of (seed, key).
+    key = next(k for k, r in photos.items() if r["split"] == "val")
+    photo = images.resize_square(images.decode(storage.read_bytes(photos[key]["uri"])), 24)
+    varied = degrade.vary_uint8(photo, degrade.key_rng(cfg.data.seed, key), cfg.degrade.natural_variation)
+    np.testing.assert_array_equal(_pairs(datasets["val"])[key][4], varied, err_msg=key)
     good = [v for v in rows.values() if v[2]]
     clean = [v for v in good if v[0] == "clean"]
     faulty = [v for v in good if v[0] != "clean"]
