@@ -234,6 +234,29 @@ class EnhanceStage:
                 "reason": np.array(reason, dtype=object), "seconds": seconds}
 
 
+class CpuStage:
+    """Actor of CPU jobs: a batch's whole path in one process (read + decode, enhance, encode +
+    write), one actor per CPU. Decoded pixels never cross processes (no object-store copy, no
+    pickling of 3 bytes per pixel twice), and each actor is busy on its CPU all the time.
+    (GPU jobs keep decoding and encoding in CPU tasks, so the GPU only runs the model.)
+    In-process runs use the very same object, so both paths give the same bytes."""
+
+    def __init__(self, cfg: EnhanceConfig, s3, loaded=None, threads: int | None = None):
+        from skinray.predict import cpu_threads
+
+        self.cfg, self.s3 = cfg, s3
+        self.stage = EnhanceStage(cfg.model, s3, cfg.tile, cfg.tile_margin, loaded=loaded, device="cpu",
+                                  precision=cfg.precision)
+        # As many images or tiles at once as the CPUs held (a Ray actor: its num_cpus), each on
+        # one torch thread: same kernels, same bytes, whatever the count.
+        self.stage.enhancer.threads = threads or cpu_threads()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cfg = self.cfg
+        batch = read_decode(batch, max_pixels=cfg.max_pixels, s3=self.s3, follow_symlinks=cfg.follow_symlinks)
+        return encode_write(self.stage(batch), quality=cfg.quality, s3=self.s3, strip_metadata=cfg.strip_metadata)
+
+
 def encode_write(batch: dict[str, np.ndarray], *, quality: int, s3,
                  strip_metadata: bool = False) -> dict[str, np.ndarray]:
     """CPU task: encode each enhanced image by its output extension (tagged sRGB, with the
@@ -275,6 +298,7 @@ class EnhanceSummary:
     manifest_uri: str
     summary_uri: str
     rows: list[dict] = field(default_factory=list, repr=False)
+    stats: str = field(default="", repr=False)  # Ray Data's per-operator stats (Ray runs only)
 
     def line(self) -> str:
         parts = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in STATUSES)
@@ -402,25 +426,30 @@ def _local_batches(todo: list[dict], cfg: EnhanceConfig, s3, loaded):
                                "--gpu, or with --ray on a cluster with GPU workers")
     import torch
 
-    stage = EnhanceStage(cfg.model, s3, cfg.tile, cfg.tile_margin, loaded=loaded,
-                         device="cuda" if cfg.gpu else "cpu", precision=cfg.precision)
-    # One intra-op thread, as in the Ray actor (Ray sets OMP_NUM_THREADS to its 1 CPU): some CPU
-    # kernels sum in a thread-count-dependent order, and 2 threads changed ~1e-6 of a 12 MP
-    # photo's values by 1 grey level. Same threads, same bytes.
+    if cfg.gpu:
+        stage = EnhanceStage(cfg.model, s3, cfg.tile, cfg.tile_margin, loaded=loaded, device="cuda",
+                             precision=cfg.precision)
+
+        def fused(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            batch = read_decode(batch, max_pixels=cfg.max_pixels, s3=s3, follow_symlinks=cfg.follow_symlinks)
+            return encode_write(stage(batch), quality=cfg.quality, s3=s3, strip_metadata=cfg.strip_metadata)
+    else:
+        fused = CpuStage(cfg, s3, loaded=loaded)  # the Ray job's CPU actor, here with all the cores
+    # One intra-op thread per image or tile, as in the Ray actor (Ray sets OMP_NUM_THREADS to its
+    # 1 CPU): some CPU kernels sum in a thread-count-dependent order, and 2 threads changed ~1e-6
+    # of a 12 MP photo's values by 1 grey level. The cores work on different tiles instead.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for start in range(0, len(todo), cfg.batch_size):
-            batch = read_decode(_numpy_batch(todo[start:start + cfg.batch_size]), max_pixels=cfg.max_pixels, s3=s3,
-                                follow_symlinks=cfg.follow_symlinks)
-            batch = encode_write(stage(batch), quality=cfg.quality, s3=s3, strip_metadata=cfg.strip_metadata)
-            yield _report_rows(batch)
+            yield _report_rows(fused(_numpy_batch(todo[start:start + cfg.batch_size])))
     finally:
         torch.set_num_threads(threads)
 
 
-def _ray_batches(todo: list[dict], cfg: EnhanceConfig, s3, ray_address: str | None):
-    """The streaming Ray Data job over ``todo``."""
+def _ray_batches(todo: list[dict], cfg: EnhanceConfig, s3, ray_address: str | None,
+                 stats: list[str] | None = None):
+    """The streaming Ray Data job over ``todo``; appends Ray Data's stats to ``stats`` at the end."""
     import ray.data
 
     from skinray.runtime import init_ray
@@ -431,19 +460,39 @@ def _ray_batches(todo: list[dict], cfg: EnhanceConfig, s3, ray_address: str | No
     context.enable_progress_bars = False
     context.wait_for_min_actors_s = max(1, int(cfg.resource_wait_s))  # the actors, once resources exist
     ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // cfg.batch_size, 1000)))
-    ds = ds.map_batches(read_decode, batch_format="numpy", batch_size=cfg.batch_size,
-                        fn_kwargs={"max_pixels": cfg.max_pixels, "s3": s3,
-                                   "follow_symlinks": cfg.follow_symlinks})
-    ds = ds.map_batches(EnhanceStage, batch_format="numpy", batch_size=cfg.batch_size,
-                        fn_constructor_kwargs={"model_uri": cfg.model, "s3": s3, "tile": cfg.tile,
-                                               "margin": cfg.tile_margin, "precision": cfg.precision,
-                                               "device": "cuda" if cfg.gpu else "cpu"},
-                        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-                        num_gpus=1 if cfg.gpu else 0, num_cpus=0 if cfg.gpu else 1)
-    ds = ds.map_batches(encode_write, batch_format="numpy", batch_size=cfg.batch_size,
-                        fn_kwargs={"quality": cfg.quality, "s3": s3, "strip_metadata": cfg.strip_metadata})
+    if cfg.gpu:  # CPU tasks decode and encode; the GPU actors only run the model
+        ds = ds.map_batches(read_decode, batch_format="numpy", batch_size=cfg.batch_size,
+                            fn_kwargs={"max_pixels": cfg.max_pixels, "s3": s3,
+                                       "follow_symlinks": cfg.follow_symlinks})
+        ds = ds.map_batches(EnhanceStage, batch_format="numpy", batch_size=cfg.batch_size,
+                            fn_constructor_kwargs={"model_uri": cfg.model, "s3": s3, "tile": cfg.tile,
+                                                   "margin": cfg.tile_margin, "precision": cfg.precision,
+                                                   "device": "cuda"},
+                            compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_gpus=1, num_cpus=0)
+        ds = ds.map_batches(encode_write, batch_format="numpy", batch_size=cfg.batch_size,
+                            fn_kwargs={"quality": cfg.quality, "s3": s3, "strip_metadata": cfg.strip_metadata})
+    else:  # one CpuStage actor per CPU does the whole path (at least enhance.workers of them)
+        actors = max(cfg.workers, _cluster_cpus(ray_address))
+        ds = ds.map_batches(CpuStage, batch_format="numpy", batch_size=cfg.batch_size,
+                            fn_constructor_kwargs={"cfg": cfg, "s3": s3},
+                            compute=ray.data.ActorPoolStrategy(min_size=cfg.workers, max_size=actors,
+                                                               initial_size=actors),
+                            num_cpus=1)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         yield batch.select(REPORT_SCHEMA.names).to_pylist()
+    if stats is not None:
+        stats.append(ds.stats())  # Ray Data's per-operator figures (wall, CPU, rows, memory)
+
+
+def _cluster_cpus(ray_address: str | None) -> int:
+    """CPUs for model actors: the cluster's, or this machine's cores for the local Ray (which
+    counts each core twice, see runtime.init_ray: one actor per core, not two)."""
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if not (ray_address or os.environ.get("RAY_ADDRESS")):
+        cpus = min(cpus, os.cpu_count() or 1)
+    return max(1, cpus)
 
 
 def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: str | None = None,
@@ -469,9 +518,10 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
     progress.add(r["status"] for r in final)
     rows = list(final)
     execution = choose_execution(cfg, todo, execution, ray_address)
+    stats: list[str] = []
     if todo:
         batches = (_local_batches(todo, cfg, s3, model) if execution == "local"
-                   else _ray_batches(todo, cfg, s3, ray_address))
+                   else _ray_batches(todo, cfg, s3, ray_address, stats))
         for new in batches:
             rows.extend(new)
             progress.add(r["status"] for r in new)
@@ -485,7 +535,8 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
     _write(manifest_uri, sink.getvalue().to_pybytes(), s3, replace=True)
     summary = EnhanceSummary(counts=counts, total=len(rows), seconds=seconds,
                              images_per_s=counts["ok"] / seconds if seconds > 0 else 0.0,
-                             model_id=model.model_id, manifest_uri=manifest_uri, summary_uri=summary_uri, rows=rows)
+                             model_id=model.model_id, manifest_uri=manifest_uri, summary_uri=summary_uri, rows=rows,
+                             stats="".join(stats))
     _write(summary_uri, json.dumps({
         "input": cfg.input, "output": cfg.output, "model": cfg.model, "model_id": model.model_id,
         "counts": counts, "total": len(rows), "seconds": seconds, "images_per_s": summary.images_per_s,

@@ -50,3 +50,26 @@ def test_rejects_non_rgb_arrays_and_bad_tiles():
         _enhancer().enhance(np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match="twice the margin"):
         _enhancer(tile=64, margin=32)
+
+
+def test_threads_and_batch_mates_leave_each_photo_as_it_is_alone():
+    """A photo gets the same bytes alone on one thread, among other photos of its size, and
+    with its tiles (or the batch's photos) spread over threads: the archive job's output does
+    not depend on how it was batched or how many CPUs its process holds."""
+    from skinray import checkpoint, synth
+
+    loaded = checkpoint.load("bundled")  # a trained model: it changes pixels
+    photos = [synth.skin_image(0, i, 256) for i in range(5)] + [synth.skin_image(0, 9, 700)]  # 700 px: tiled
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one intra-op thread per image or tile (what the archive job sets)
+    try:
+        alone = [Enhancer(loaded, "cpu").enhance(p) for p in photos]
+        for n in (1, 2, 3):
+            together = Enhancer(loaded, "cpu", threads=n).enhance_batch(photos)
+            for i, (a, b) in enumerate(zip(alone, together)):
+                np.testing.assert_array_equal(a, b, err_msg=f"photo {i}, {n} threads")
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.abs(a.astype(int) - p).max() > 0 for a, p in zip(alone, photos)), "the model changed them"
+    with pytest.raises(ValueError, match="threads"):
+        Enhancer(loaded, "cpu", threads=0)
