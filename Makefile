@@ -7,7 +7,7 @@ DEMO_OUT ?= outputs/demo
 MODEL_OUT ?= outputs/model
 MODEL_EPOCHS ?= 30
 
-.PHONY: demo test install clean model
+.PHONY: demo test install clean model browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ model: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Debian's chromium and its driver for the browser test (tests/integration/test_serve.py), as root;
+# without them that test is skipped with the reason. .ci/run calls this before make test.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium and chromedriver present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; \
+	else echo "no chromium: as root, apt-get install -y chromium chromium-driver (the browser test is skipped)"; fi
 
 clean:
 	rm -rf $(VENV) outputs runs *.egg-info
