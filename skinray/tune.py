@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,19 +66,28 @@ def _trial(params: dict[str, Any], base: dict[str, Any], manifest, s3) -> None:
 
 def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
         ray_address: str | None = None) -> TuneSummary:
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
     from skinray.runtime import init_ray
     from skinray.train import prepare
 
     if trials < 1 or concurrent < 1 or grace < 1:
-        raise SkinrayError(f"tune: need --trials, --concurrent and --grace >= 1, got {trials}, {concurrent}, {grace}")
+        raise SkinrayError(f"tune: need --trials, --concurrent and --grace >= 1, "
+                           f"got {trials}, {concurrent}, {grace}")
     manifest, s3 = prepare(cfg)
     init_ray(ray_address)
+    results = _tuner(cfg, trials, grace, concurrent, manifest, s3).fit()
+    rows = _collect_trials(results)
     run_uri = storage.join(cfg.train.storage, cfg.train.name)
-    fs, path = storage.resolve(cfg.train.storage, s3)
-    tuner = tune.Tuner(
+    done = _finished(rows, run_uri, s3)
+    return _write_best(done, rows, run_uri, s3)
+
+
+def _tuner(cfg: Config, trials: int, grace: int, concurrent: int, manifest, s3):
+    """The Tuner: ``trials`` samples of the search space, ASHA, results under STORAGE/NAME."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    fs, path = storage.resolve(storage.join(cfg.train.storage, cfg.train.name), s3)
+    return tune.Tuner(
         tune.with_parameters(_trial, base=cfg.to_dict(), manifest=manifest, s3=s3),
         param_space=search_space(),
         tune_config=tune.TuneConfig(
@@ -87,10 +97,12 @@ def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
             scheduler=ASHAScheduler(metric=METRIC, mode=MODE, max_t=cfg.train.epochs + 1,
                                     grace_period=min(grace, cfg.train.epochs)),
         ),
-        run_config=tune.RunConfig(name="tune", storage_path=f"{path.rstrip('/')}/{cfg.train.name}",
-                                  storage_filesystem=fs),
+        run_config=tune.RunConfig(name="tune", storage_path=path, storage_filesystem=fs),
     )
-    results = tuner.fit()
+
+
+def _collect_trials(results) -> list[dict[str, Any]]:
+    """One row per trial: its config, error, epochs run and the metrics of its best epoch."""
     rows = []
     for result in results:
         df = result.metrics_dataframe
@@ -102,13 +114,32 @@ def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
                        val_psnr_input=float(best_row["val_psnr_input"]), val_ssim=float(best_row["val_ssim"]),
                        checkpoint=str(best_row.get("checkpoint_path") or "") or None)
         rows.append(row)
+    return rows
+
+
+def _finished(rows: list[dict[str, Any]], run_uri: str, s3) -> list[dict[str, Any]]:
+    """The trials with a metric and a checkpoint, their checkpoints as URIs under ``run_uri``."""
     done = [r for r in rows if r[METRIC] is not None and r["checkpoint"] and not math.isnan(r[METRIC])]
     if not done:
         errors = "; ".join(r["error"] for r in rows if r["error"])[:500]
         raise SkinrayError(f"tune: no trial produced a checkpoint ({errors or 'no results'})")
-    for row in done:  # Tune reports paths inside the storage filesystem: map back to URIs
-        trial_run, ckpt_dir = row["checkpoint"].rstrip("/").rsplit("/", 2)[-2:]
-        row["checkpoint"] = storage.join(run_uri, trial_run, ckpt_dir)
+    for row in done:
+        row["checkpoint"] = _checkpoint_uri(row["checkpoint"], run_uri, s3)
+    return done
+
+
+def _checkpoint_uri(reported: str, run_uri: str, s3) -> str:
+    """Tune reports a checkpoint as a path inside the storage filesystem
+    (``RUN/trial-<id>/epoch_0003``, RUN without its scheme): the same place as a URI."""
+    _, run_path = storage.resolve(run_uri, s3)
+    relative = posixpath.relpath(reported.rstrip("/"), run_path.rstrip("/"))
+    if relative.startswith(".."):
+        raise SkinrayError(f"tune: checkpoint {reported} is not under the run {run_uri}")
+    return storage.join(run_uri, relative)
+
+
+def _write_best(done: list[dict[str, Any]], rows: list[dict[str, Any]], run_uri: str, s3) -> TuneSummary:
+    """Export the best trial's checkpoint to RUN/best; write best_config.yaml and trials.json."""
     best = max(done, key=lambda r: r[METRIC])
     best_uri = checkpoint.export(best["checkpoint"], storage.join(run_uri, checkpoint.BEST_DIR), s3)
     best_cfg = Config.from_dict(checkpoint.read_metadata(best_uri, s3)["config"])
