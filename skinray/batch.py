@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from skinray import checkpoint, images, paths, storage
 from skinray.config import EnhanceConfig
 from skinray.errors import SkinrayError
+from skinray.progress import ProgressLine, bar
 
 REPORT_DIR = "_skinray"
 EXECUTIONS = ("auto", "local", "ray")
@@ -312,8 +313,9 @@ ProgressCallback = Callable[[dict[str, int], int], None]  # (counts by status, t
 class _Progress:
     def __init__(self, total: int, every_s: float = 10.0, callback: ProgressCallback | None = None):
         self.total, self.every_s, self.callback = total, every_s, callback
-        self.started = self.last = self.last_callback = time.time()
+        self.started = self.last_callback = time.time()
         self.counts = dict.fromkeys(STATUSES, 0)
+        self.line = ProgressLine(every_s)
 
     def add(self, statuses) -> None:
         for s in statuses:
@@ -323,13 +325,13 @@ class _Progress:
         if self.callback and (now - self.last_callback >= 1.0 or done == self.total):
             self.last_callback = now
             self.callback(dict(self.counts), self.total)
-        if now - self.last >= self.every_s or done == self.total:
-            self.last = now
+        if self.line.due() or done == self.total:
             rate = done / max(now - self.started, 1e-9)
             eta = (self.total - done) / rate if rate > 0 else float("inf")
-            print(f"[skinray] enhance {done}/{self.total} (ok {self.counts['ok']}, skipped "
-                  f"{self.counts['skipped-existing']}, failed {self.counts['failed']}, not-image "
-                  f"{self.counts['not-image']}) {rate:.1f} files/s ETA {eta:.0f}s", file=sys.stderr, flush=True)
+            self.line.update(f"[skinray] enhance {bar(done, self.total) + ' ' if self.line.live else ''}"
+                             f"{done}/{self.total} (ok {self.counts['ok']}, skipped "
+                             f"{self.counts['skipped-existing']}, failed {self.counts['failed']}, not-image "
+                             f"{self.counts['not-image']}) {rate:.1f} files/s ETA {eta:.0f}s", final=done == self.total)
 
 
 PROGRESS_FILE = "progress.json"  # OUTPUT/_skinray/progress.json: the running job's own report

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from skinray import __version__
+from skinray import __version__, runtime
 from skinray.config import DEVICES, LOSSES, OUTPUT_FORMATS, PRECISIONS, DataConfig, EnhanceConfig, TrainConfig
 from skinray.errors import ConfigError, SkinrayError
 
@@ -139,13 +140,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from skinray import data, storage
     from skinray.config import DataConfig
+    from skinray.progress import ProgressLine, bar
 
     DataConfig(source=args.src, val_fraction=args.val_fraction, seed=args.seed).validate()
     s3 = storage.S3Options.from_env(args.s3_endpoint)
 
+    line = ProgressLine(every_s=10.0)
+
     def progress(done: int, total: int) -> None:
-        if done == total or done % 500 == 0:
-            print(f"[skinray] ingest {done}/{total}", file=sys.stderr, flush=True)
+        line.update(f"[skinray] ingest {bar(done, total) + ' ' if line.live else ''}{done}/{total} files read",
+                    final=done == total)
 
     manifest = data.build_manifest(args.src, args.val_fraction, args.seed, s3, progress=progress)
     if manifest.table.num_rows == 0:
@@ -410,16 +414,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthesise data, train briefly, write samples and a loss curve")
     p.add_argument("--out", default="outputs/demo", help="folder for the demo's outputs")
     p.set_defaults(func=cmd_demo)
-    for command in sub.choices.values():
+    for name, command in sub.choices.items():
         command.formatter_class = _HelpFormatter
+        if name in _QUIET_COMMANDS:
+            command.add_argument("-v", "--verbose", action="store_true",
+                                 help="show Ray's own messages here (default: written to a log file whose "
+                                      "path is printed)")
     return parser
+
+
+_QUIET_COMMANDS = ("train", "tune", "enhance", "evaluate", "demo")  # the commands that may start Ray
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[skinray] %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    quiet = args.command in _QUIET_COMMANDS and not args.verbose
     try:
-        return args.func(args)
+        with runtime.quiet_ray_output(args.command) if quiet else contextlib.nullcontext():
+            return args.func(args)
     except SkinrayError as exc:
         message = str(exc)
         if isinstance(exc, ConfigError):

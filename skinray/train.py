@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -156,6 +157,33 @@ def _note_bad(batch: dict[str, np.ndarray], seen: set[str]) -> int:
     return len(bad)
 
 
+class _EpochProgress:
+    """Rank 0's progress within an epoch: a line at most every ``every_s`` seconds with the step
+    (of about ``steps``: the training images over workers and batch size), the mean loss so far
+    and the images per second of all workers (this one's rate since its first step, times their
+    number)."""
+
+    def __init__(self, epoch: int, epochs: int, train_images: int, batch_size: int, world_size: int,
+                 every_s: float):
+        self.epoch, self.epochs, self.world, self.every_s = epoch, epochs, world_size, every_s
+        self.steps = math.ceil(train_images / world_size / batch_size) if train_images else 0
+        self.last = time.perf_counter()
+        self.first: tuple[float, float] | None = None  # (time, images) after the first step
+        self.done = 0
+
+    def step(self, sums: dict[str, float]) -> None:
+        self.done += 1
+        now, images = time.perf_counter(), sums["train_images"]
+        self.first = self.first or (now, images)
+        if now - self.last < self.every_s or self.done == self.steps:  # the epoch line follows
+            return
+        self.last = now
+        loss = sums["train_loss"] / images if images else float("nan")
+        rate = (images - self.first[1]) * self.world / (now - self.first[0]) if now > self.first[0] else 0.0
+        _say(f"epoch {self.epoch + 1}/{self.epochs} step {self.done}{f'/{self.steps}' if self.steps else ''} "
+             f"loss={loss:.4f} {rate:.1f} img/s")
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker. ``loop_config``: {"config": Config dict, "fingerprint": str}."""
     import ray.train
@@ -197,6 +225,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         first_step = None
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, epoch)
+        progress = _EpochProgress(epoch, cfg.train.epochs, loop_config.get("train_images", 0), cfg.train.batch_size,
+                                  ray.train.get_context().get_world_size(),
+                                  loop_config.get("progress_every_s", 30.0)) if rank == 0 else None
         model.train()
         for batch in train_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy",
                                               prefetch_batches=2,
@@ -214,6 +245,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             sums["train_bad"] += _note_bad(batch, bad_seen)
             if first_step is None:  # steady-state timing starts after the first step
                 first_step = (time.perf_counter(), sums["train_images"])
+            if progress:
+                progress.step(sums)
         train_seconds = time.perf_counter() - started
         steady = (sums["train_images"] - first_step[1]) / max(time.perf_counter() - first_step[0], 1e-9) \
             if first_step else 0.0
@@ -348,7 +381,9 @@ def make_trainer(cfg: Config, manifest: data.Manifest, s3: storage.S3Options, ca
         resources["GPU"] = 1
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "fingerprint": manifest.fingerprint()},
+        train_loop_config={"config": cfg.to_dict(), "fingerprint": manifest.fingerprint(),
+                           "train_images": manifest.count("train"),  # for the progress within an epoch
+                           "progress_every_s": float(os.environ.get("SKINRAY_PROGRESS_EVERY_S", "30"))},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(

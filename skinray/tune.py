@@ -86,6 +86,8 @@ def _tuner(cfg: Config, trials: int, grace: int, concurrent: int, manifest, s3):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from skinray.runtime import is_quiet
+
     fs, path = storage.resolve(storage.join(cfg.train.storage, cfg.train.name), s3)
     return tune.Tuner(
         tune.with_parameters(_trial, base=cfg.to_dict(), manifest=manifest, s3=s3),
@@ -97,7 +99,8 @@ def _tuner(cfg: Config, trials: int, grace: int, concurrent: int, manifest, s3):
             scheduler=ASHAScheduler(metric=METRIC, mode=MODE, max_t=cfg.train.epochs + 1,
                                     grace_period=min(grace, cfg.train.epochs)),
         ),
-        run_config=tune.RunConfig(name="tune", storage_path=path, storage_filesystem=fs),
+        run_config=tune.RunConfig(name="tune", storage_path=path, storage_filesystem=fs,
+                                  **({"verbose": 0} if is_quiet() else {})),
     )
 
 
