@@ -1,7 +1,7 @@
 """Online endpoint latency and throughput, against the direct predictor, in one run.
 
-    .venv/bin/python benchmarks/serve_latency.py [--model CKPT] [--size 256] [--clients 16]
-        [--requests 200] [--sequential 60]
+    .venv/bin/python benchmarks/serve_latency.py [--model bundled|poster|CKPT] [--size 256] [--clients 16]
+        [--requests 200] [--sequential 60] [--json outputs/benchmarks/serve_latency.json]
 
 Starts a local Ray + Serve on 127.0.0.1 and deploys the real application twice, one replica
 each: with request batching (max_batch_size 8) and without (max_batch_size 1). An asyncio client
@@ -13,17 +13,20 @@ each: with request batching (max_batch_size 8) and without (max_batch_size 1). A
      (the proxy + HTTP + routing share alone);
   2. ``--clients`` concurrent clients sending ``--requests`` in all: p50/p95/p99 latency, req/s
      and the status codes, for both deployments.
-Without --model an untrained poster network is used (same compute as a trained one).
+--model: ``bundled`` (default, the shipped lut model), ``poster`` (an untrained poster network, the
+same compute as a trained one) or a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -70,11 +73,13 @@ async def run_load(url: str, body: bytes, clients: int, total: int) -> tuple[lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model")
+    parser.add_argument("--model", default="bundled")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--sequential", type=int, default=60)
+    parser.add_argument("--replica-cpus", type=float, default=1, help="num_cpus of the replica")
+    parser.add_argument("--json", help="write the figures here")
     a = parser.parse_args()
 
     from ray import serve
@@ -83,14 +88,16 @@ def main() -> None:
     from skinray.serving import AppArgs, EnhanceService
 
     tmp = tempfile.mkdtemp(prefix="skinray-serve-bench-")
-    cfg = Config(model=POSTER)  # the figures in the README were measured with the poster network
-    model = a.model or str(checkpoint.save(f"{tmp}/model", build_model(cfg.model), cfg, {"epoch": 0}))
+    model = a.model
+    if model == "poster":
+        cfg = Config(model=POSTER)
+        model = str(checkpoint.save(f"{tmp}/model", build_model(cfg.model), cfg, {"epoch": 0}))
     photo = synth.skin_image(0, 1, a.size)
     body = images.encode(photo, "jpeg", 92)
 
-    # Direct predictor, one thread (a replica has num_cpus=1, so Ray gives it one torch thread).
+    # Direct predictor as in the replica: one torch thread, as many tiles at once as its CPUs.
     torch.set_num_threads(1)
-    enhancer = Enhancer.from_checkpoint(model, device="cpu")
+    enhancer = Enhancer.from_checkpoint(model, device="cpu", threads=max(1, int(a.replica_cpus)))
 
     def direct_call() -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -109,7 +116,8 @@ def main() -> None:
     for name, batch_size in (("batched", 8), ("unbatched", 1)):
         args = AppArgs(model=model, max_batch_size=batch_size)
         dep = EnhanceService.options(name=f"Enhance{name}", num_replicas=1, autoscaling_config=None,
-                                     max_ongoing_requests=32, max_queued_requests=256)
+                                     max_ongoing_requests=32, max_queued_requests=256,
+                                     ray_actor_options={"num_cpus": a.replica_cpus})
         serve.run(dep.bind(args.model_dump()), name=name, route_prefix=f"/{name}")
         url = f"{base}/{name}/v1/enhance"
         asyncio.run(run_load(url, body, 1, 5))  # warm-up
@@ -129,7 +137,7 @@ def main() -> None:
         rows[name] = (seq, seq_codes, lat, codes, wall, direct, direct_full, proxy)
         serve.delete(name)
 
-    print(f"\n{a.size}x{a.size} JPEG in, PNG out; 1 replica, 1 torch thread; model {model}")
+    print(f"\n{a.size}x{a.size} JPEG in, PNG out; 1 replica of {a.replica_cpus:g} CPU; model {a.model}")
     for name, (seq, seq_codes, lat, codes, wall, direct, direct_full, proxy) in rows.items():
         seq_p50, p50_direct, p50_full = pct(seq, 50), pct(direct, 50), pct(direct_full, 50)
         print(f"[{name}] sequential ({a.sequential}, alternating): endpoint p50 {seq_p50:.1f} ms, direct "
@@ -140,8 +148,18 @@ def main() -> None:
               f"p95 {pct(lat, 95):.0f} ms, p99 {pct(lat, 99):.0f} ms, {len(lat) / wall:.1f} req/s; "
               f"codes {dict(codes)}")
     b, u = rows["batched"], rows["unbatched"]
-    print(f"batched/unbatched throughput ratio {(len(b[2]) / b[4]) / (len(u[2]) / u[4]):.2f}; "
+    ratio = (len(b[2]) / b[4]) / (len(u[2]) / u[4])
+    print(f"batched/unbatched throughput ratio {ratio:.2f}; "
           f"5xx other than 503: {sum(n for c, n in (b[3] + u[3] + b[1] + u[1]).items() if c >= 500 and c != 503)}")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({
+            "model": a.model, "size": a.size, "replica_cpus": a.replica_cpus, "batched_over_unbatched": ratio,
+            **{name: {"sequential_p50_ms": pct(r[0], 50), "direct_p50_ms": pct(r[5], 50),
+                      "load_p50_ms": pct(r[2], 50), "load_p95_ms": pct(r[2], 95), "req_per_s": len(r[2]) / r[4],
+                      "codes": {str(k): v for k, v in (r[3] + r[1]).items()}} for name, r in rows.items()}},
+            indent=2))
+        print(f"figures: {a.json}")
     serve.shutdown()
 
 

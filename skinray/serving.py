@@ -272,6 +272,15 @@ class EnhanceService:
         self.args = AppArgs(**args)
         self.enhancer = Enhancer.from_checkpoint(
             self.args.model, s3=storage.S3Options.from_env(self.args.s3_endpoint), precision=self.args.precision)
+        if self.enhancer.device.type == "cpu":
+            import torch
+
+            from skinray.predict import cpu_threads
+
+            # The replica's CPUs (num_cpus; Ray sets OMP_NUM_THREADS to it) work on different
+            # tiles of a photo, one torch thread each: the archive job's bytes, for any num_cpus.
+            self.enhancer.threads = cpu_threads()
+            torch.set_num_threads(1)
         self._api_key = read_api_key(self.args)
         if self.args.batch_roots:
             from skinray import paths
