@@ -1,7 +1,11 @@
 """Archive-scale enhancement: one streaming Ray Data job over a folder or bucket.
 
-    list + plan (driver) -> read + decode (CPU tasks) -> enhance (actor pool, batched, CPU/GPU)
-                         -> encode + write (CPU tasks) -> report rows (driver)
+    list + plan (driver) -> CPU: one CpuStage actor per core (at least enhance.workers) takes a
+                            batch from read + decode through the model to encode + write,
+                            pixels never leaving its process
+                         -> GPU: read + decode (CPU tasks) -> enhance (one GPU actor per worker,
+                            batched) -> encode + write (CPU tasks)
+                         -> report rows (driver; Ray Data's stats in EnhanceSummary.stats)
 
 Small inputs (``execution="auto"``, what ``skinray enhance`` uses: at most
 :data:`LOCAL_MAX_FILES` photos and :data:`LOCAL_MAX_BYTES` bytes to process, one model worker, no
