@@ -306,5 +306,15 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return ARCHITECTURES[cfg.arch](cfg)
 
 
+def channels_last(model: nn.Module) -> nn.Module:
+    """``model.to(memory_format=torch.channels_last)`` that also takes models with tensors of other
+    ranks (the lut's 5-D basis tables, which ``Module.to`` refuses): 4-D weights and buffers change
+    layout in place, the others stay as they are."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

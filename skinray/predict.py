@@ -25,6 +25,7 @@ from skinray import checkpoint, lut, storage
 from skinray.checkpoint import LoadedModel
 from skinray.config import DEVICES, PRECISIONS
 from skinray.errors import ConfigError, EnhanceStopped
+from skinray.model import channels_last
 
 DEFAULT_TILE = 512  # pixels per side of the window fed to the model
 DEFAULT_MARGIN = 32  # context pixels around each kept tile; >= the model's receptive radius
@@ -98,7 +99,7 @@ class Enhancer:
         self._dtype = _DTYPES[self.precision]
         self.model = loaded.model.to(self.device).eval()
         if self._dtype is not None and self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = channels_last(self.model)
         # Models that work at 1/a resolution (lut: a = 4) need windows that start on multiples of
         # a, or tiles would see the image on another sampling grid than the whole image does.
         align = getattr(self.model, "ALIGN", 1)

@@ -28,7 +28,7 @@ from skinray.config import Config
 from skinray.errors import SkinrayError
 from skinray.losses import make_loss
 from skinray.metrics import psnr, ssim_per_image
-from skinray.model import build_model
+from skinray.model import build_model, channels_last
 
 
 # Per-epoch sums, all-reduced across workers. Order matters: see _epoch_metrics.
@@ -198,7 +198,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if cfg.train.init and ray.train.get_checkpoint() is None:  # a resumed run has its own weights
         model.load_state_dict(checkpoint.load(cfg.train.init, s3=s3_options(cfg)).model.state_dict())
     if fast:
-        model = model.to(memory_format=torch.channels_last)
+        model = channels_last(model)  # Module.to(memory_format=...) refuses the lut's 5-D tables
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     loss_fn = make_loss(cfg.train.loss, cfg.train.ssim_weight)

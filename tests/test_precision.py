@@ -129,3 +129,20 @@ def test_cli_enhance_bf16_writes_photos(tmp_path):
     fp32 = Enhancer(checkpoint.load("bundled"), "cpu", precision="fp32").enhance(skin_image(0, 1, 96))
     written = np.asarray(Image.open(tmp_path / "out" / "a.png").convert("RGB"))
     assert written.shape == fp32.shape and np.abs(written.astype(int) - fp32).max() <= 2
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_channels_last_takes_every_architecture_and_keeps_its_output(arch):
+    """CUDA inference and training convert the model to channels_last; Module.to refused the lut's
+    5-D tables (a crash on the GPU path of the default recipe before model.channels_last)."""
+    from skinray.model import channels_last
+
+    loaded = _loaded(arch)
+    x = torch.rand(2, 3, 40, 52)
+    with torch.no_grad():
+        expected = loaded.model(x)
+        converted = channels_last(loaded.model)
+        got = converted(x.contiguous(memory_format=torch.channels_last))
+    assert any(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in converted.parameters() if p.dim() == 4)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
