@@ -384,13 +384,7 @@ def run(models: list[str], data_uri: str, out: str, size: int = 256, limit: int 
         degrade_preset: str = "default", device: str = "cpu", precision: str = "auto") -> dict:
     _check_args(models, size, limit, split, degrade_preset)
     loaded = load_models(models, s3, device=device, precision=precision)
-    first_cfg = loaded[0][2].loaded.config
-    samples = load_split(data_uri, first_cfg, size, limit, split, s3)
-    if not samples:
-        raise SkinrayError(f"{data_uri}: no {split!r} images to evaluate on (val_fraction "
-                           f"{first_cfg.data.val_fraction}, seed {first_cfg.data.seed}); try --split all")
-    train_photos = load_split(data_uri, first_cfg, size, 50, "train", s3) if split == "val" else []
-    reference = baselines.reference_illuminant(img for _, img in train_photos) if train_photos else None
+    samples, reference = _held_out(data_uri, loaded[0][2].loaded.config, size, limit, split, s3)
     methods = methods_for(loaded, reference)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -402,6 +396,25 @@ def run(models: list[str], data_uri: str, out: str, size: int = 256, limit: int 
                "degrade": degrade_preset, "degrade_config": asdict(cfg), "torch_threads": 1,
                "device": str(loaded[0][2].device), "precision": loaded[0][2].precision,
                "models": {label: uri for label, uri, _ in loaded}, **tables(scores, methods, len(samples))}
+    return _write_report(metrics, scores, methods, loaded, out_dir, photos, s3)
+
+
+def _held_out(data_uri: str, first_cfg, size: int, limit: int, split: str,
+              s3: storage.S3Options | None) -> tuple[list[tuple[str, np.ndarray]], np.ndarray | None]:
+    """The images to score and, for the validation split, the skin reference colour of up to 50
+    training photos (Shades of Gray towards it); no reference with ``--split all``."""
+    samples = load_split(data_uri, first_cfg, size, limit, split, s3)
+    if not samples:
+        raise SkinrayError(f"{data_uri}: no {split!r} images to evaluate on (val_fraction "
+                           f"{first_cfg.data.val_fraction}, seed {first_cfg.data.seed}); try --split all")
+    train_photos = load_split(data_uri, first_cfg, size, 50, "train", s3) if split == "val" else []
+    reference = baselines.reference_illuminant(img for _, img in train_photos) if train_photos else None
+    return samples, reference
+
+
+def _write_report(metrics: dict, scores: Scores, methods: list[Method], loaded: list, out_dir: Path,
+                  photos: str | None, s3: storage.S3Options | None) -> dict:
+    """Figures, the before/after of ``--photos``, the summary, metrics.json and report.md."""
     metrics["figures"] = _figures(scores, methods, loaded, out_dir)
     metrics["photos"] = None
     if photos:
