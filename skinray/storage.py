@@ -26,6 +26,8 @@ import pyarrow.fs as pafs
 
 from skinray.errors import StorageError
 
+S3_RETRY_ATTEMPTS = 10  # see _s3_filesystem: retries span about 25 s
+
 
 @dataclass(frozen=True)
 class S3Options:
@@ -101,19 +103,37 @@ def join(uri: str, *parts: str) -> str:
     return str(Path(uri, *parts))
 
 
+class _S3FileSystem(pafs.S3FileSystem):
+    """pyarrow's S3 filesystem, pickled as the :class:`S3Options` it was built from. pyarrow's
+    own pickling drops ``retry_strategy``: Ray Train workers got a copy that gave up within a
+    second of a lost connection (a checkpoint file's upload failed during a 3 s outage of the S3
+    server, and only Ray Train's own re-upload saved the checkpoint)."""
+
+    def __init__(self, options: S3Options, **kwargs):
+        super().__init__(**kwargs)
+        self._skinray_options = options
+
+    def __reduce__(self):
+        return _s3_filesystem, (self._skinray_options,)
+
+
 @functools.lru_cache(maxsize=16)
 def _s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
     kwargs: dict = {
         "region": options.region,
         "connect_timeout": 10,
         "request_timeout": 60,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+        # Connection errors, timeouts, 5xx and throttling are retried after 25 ms, 50 ms, ... 12.8 s:
+        # an endpoint away for up to ~25 s (a restart, a network blip) costs a pause, not the job
+        # or the checkpoint. Standard(3) gave up after ~1.7 s (tests/test_faults.py stops the
+        # S3 server for 3 s mid-job and mid-checkpoint). Not-found and access errors fail at once.
+        "retry_strategy": pafs.AwsDefaultS3RetryStrategy(max_attempts=S3_RETRY_ATTEMPTS),
     }
     if options.endpoint:
         parsed = urlparse(options.endpoint)
         kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
         kwargs["scheme"] = parsed.scheme or "https"
-    return pafs.S3FileSystem(**kwargs)
+    return _S3FileSystem(options, **kwargs)
 
 
 def resolve(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
