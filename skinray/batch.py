@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from skinray import checkpoint, images, paths, storage
 from skinray.config import EnhanceConfig
-from skinray.errors import SkinrayError
+from skinray.errors import SkinrayError, StorageError
 from skinray.progress import ProgressLine, bar
 
 REPORT_DIR = "_skinray"
@@ -278,7 +278,11 @@ def encode_write(batch: dict[str, np.ndarray], *, quality: int, s3,
                                                                       int(batch["width"][i]), 3)
             exif = None if strip_metadata else (bytes(batch["exif"][i]) or None)
             data = encode_for(str(batch["output_key"][i]), rgb, quality, exif)
-            _write(str(batch["dst"][i]), data, s3, replace=bool(batch["replace"][i]))
+            try:
+                _write(str(batch["dst"][i]), data, s3, replace=bool(batch["replace"][i]))
+            except paths.OutputExistsError:  # appeared since planning: ours if its bytes are these
+                if _read(str(batch["dst"][i]), s3) != data:  # (Ray retried this batch after its
+                    raise  # actor died mid-way: encoding is deterministic), else someone else's
             status[i], bytes_out[i], owned[i] = "ok", len(data), True
         except (SkinrayError, OSError, ValueError) as exc:
             status[i], reason[i] = "failed", f"write: {exc}"
@@ -538,7 +542,15 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
     table = pa.Table.from_pylist([{k: r[k] for k in REPORT_SCHEMA.names} for r in rows], schema=REPORT_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table.sort_by("key"), sink)
-    _write(manifest_uri, sink.getvalue().to_pybytes(), s3, replace=True)
+    try:
+        _write(manifest_uri, sink.getvalue().to_pybytes(), s3, replace=True)
+    except SkinrayError as exc:  # e.g. a full disk: the report's counts and failures go in the error
+        failed = [f"{r['key']} ({r['reason']})" for r in rows if r["status"] == "failed"]
+        parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES)
+        raise StorageError(f"enhance: the report was not written: {exc}; {len(rows)} files ({parts})"
+                           + (f"; failed: {'; '.join(failed[:10])}" + (" ..." if len(failed) > 10 else "")
+                              if failed else "")
+                           + "; outputs written are whole and a re-run skips them") from None
     summary = EnhanceSummary(counts=counts, total=len(rows), seconds=seconds,
                              images_per_s=counts["ok"] / seconds if seconds > 0 else 0.0,
                              model_id=model.model_id, manifest_uri=manifest_uri, summary_uri=summary_uri, rows=rows,
