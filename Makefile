@@ -7,7 +7,7 @@ DEMO_OUT ?= outputs/demo
 MODEL_OUT ?= outputs/model
 MODEL_EPOCHS ?= 30
 
-.PHONY: demo test install clean model browser
+.PHONY: demo test install clean model browser lint check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ model: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# ruff (configured in pyproject.toml): pycodestyle, pyflakes, import order, bugbear.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The inner loop: lint, then the tests not marked integration (no Train runs, S3 servers or
+# subprocesses). make test stays the whole suite, as CI runs it.
+check: lint
+	$(BIN)/python -m pytest -m "not integration" -q
 
 # Debian's chromium and its driver for the browser test (tests/integration/test_serve.py), as root;
 # without them that test is skipped with the reason. .ci/run calls this before make test.

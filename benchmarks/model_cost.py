@@ -6,18 +6,17 @@
 Untrained networks of each architecture cost the same as trained ones (same layers); with
 ``--model`` a trained checkpoint is timed as well. Runs are interleaved (A, B, A, B...) and the
 minimum of each is kept, because this machine is shared and noisy. Prints ms per image, ms per
-megapixel and the ratio to `affine`, and writes outputs/benchmarks/model_cost.json.
+megapixel and the ratio to `affine`, and writes them to benchmarks/results/ (_results.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_result
 
 from skinray import checkpoint
 from skinray.checkpoint import LoadedModel
@@ -55,7 +54,7 @@ def main() -> None:
     for side in (256, 2048):
         image = photo(side)
         times = {name: [] for name in models}
-        for name, e in models.items():
+        for e in models.values():
             e.enhance(image[:256, :256])  # warm-up
         for _ in range(args.repeats if side == 256 else max(1, args.repeats - 1)):
             for name, e in models.items():
@@ -70,11 +69,8 @@ def main() -> None:
             print(f"{side}x{side} {name:<28} {row['ms_per_image']:9.1f} ms/image {row['ms_per_megapixel']:8.1f} "
                   f"ms/MP  {row['ratio_to_affine']:.3f} x affine", flush=True)
     params = {name: count_parameters(e.model) for name, e in models.items()}
-    out = Path("outputs/benchmarks")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model_cost.json").write_text(json.dumps({"threads": args.threads, "parameters": params,
-                                                     "results": results}, indent=2))
-    print(f"written {out / 'model_cost.json'}")
+    write_result("model_cost", {"parameters": params, "results": results},
+                 params={"threads": args.threads, "repeats": args.repeats, "model": args.model})
 
 
 if __name__ == "__main__":

@@ -214,9 +214,8 @@ def test_batch_job_from_the_endpoint(endpoint, tmp_path):
     assert len(list((tmp_path / "out").glob("*.png"))) == 6
     assert any(j["id"] == job["id"] for j in client.get("/v1/batch").json()["jobs"])
     # A Ray Job like any other (ray job list, the dashboard), tagged as this endpoint's.
-    from ray.job_submission import JobSubmissionClient
-
     import ray
+    from ray.job_submission import JobSubmissionClient
 
     info = JobSubmissionClient(ray.get_runtime_context().gcs_address).get_job_info(job["id"])
     assert info.status == "SUCCEEDED" and info.metadata["skinray"] == "skinray-batch"
@@ -231,9 +230,8 @@ def test_batch_job_from_the_endpoint(endpoint, tmp_path):
 def test_batch_job_reports_progress_as_it_goes_and_stops_on_delete(endpoint, tmp_path):
     """Issue 12: jobs are Ray Jobs; progress comes from the job's own report while it runs;
     DELETE stops it; only this endpoint's jobs are listed."""
-    from ray.job_submission import JobSubmissionClient
-
     import ray
+    from ray.job_submission import JobSubmissionClient
 
     client, _ = endpoint
     synth.write_dataset(str(tmp_path / "in"), count=200, size=64, seed=5)
