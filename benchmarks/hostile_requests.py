@@ -12,7 +12,7 @@ Starts a local Ray + Serve on 127.0.0.1 with one replica of the real application
 The replica's resident memory is sampled every 20 ms from /proc (its process title is
 ``ray::ServeReplica:skinray:EnhanceService``); ``peak_mb`` is the highest sample, ``base_mb`` the
 value before the scenario. Prints one line per scenario and writes
-``outputs/benchmarks/hostile_requests-LABEL.json``.
+``benchmarks/results/hostile_requests-LABEL-<time>-<pid>.json`` (``--out``: another folder).
 
 The model is an untrained poster network of --width channels (default 8: compute is not what is
 measured here, and the machine is shared); --model takes a checkpoint instead. ``--set`` passes
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _results import write_result
 from PIL import Image
 
 TITLE = "ServeReplica:skinray:EnhanceService"
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=7000)
     parser.add_argument("--concurrent", type=int, default=6)
     parser.add_argument("--set", action="append", default=[], metavar="ARG=VALUE")
-    parser.add_argument("--out", default="outputs/benchmarks")
+    parser.add_argument("--out", help="folder for the JSON result (default benchmarks/results/)")
     args = parser.parse_args()
 
     import ray
@@ -214,10 +215,7 @@ def main() -> None:
               "cpus": os.cpu_count(), "results": results}
     for name, row in results.items():
         print(f"[bench] {args.label} {name}: {json.dumps(row)}", flush=True)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    path = Path(args.out) / f"hostile_requests-{args.label}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(f"[bench] wrote {path}")
+    write_result(f"hostile_requests-{args.label}", report, params=vars(args), out_dir=args.out)
 
 
 if __name__ == "__main__":

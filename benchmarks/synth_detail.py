@@ -1,7 +1,7 @@
 """How much fine detail `skinray synth` photos carry, against real photos that packages ship.
 
     .venv/bin/python benchmarks/synth_detail.py [--count 48] [--seed 0] [--sizes 96 256 512]
-        [--also-rev HEAD~1] [--out outputs/benchmarks/synth_detail.json]
+        [--also-rev HEAD~1] [--out FOLDER]
 
 The measuring stick is the cost of the down-up blur the degradations use
 (``skinray.degrade.down_up``: area down, bicubic up) at x2 and x3: PSNR in dB between an image
@@ -28,7 +28,7 @@ without fine detail loses little to the blur (high PSNR); one full of it loses a
 
 ``--also-rev REV`` measures ``skinray/synth.py`` as it was at git revision REV as well (e.g. the
 generator before the detail was added), at the same sizes, for a before/after table.
-Prints a table and writes the figures as JSON to ``--out``.
+Prints a table and writes the figures as JSON to benchmarks/results/ (``--out``: another folder).
 """
 
 from __future__ import annotations
@@ -36,14 +36,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
-import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_result
 from PIL import Image
 
 from skinray import degrade, synth
@@ -147,7 +146,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sizes", type=int, nargs="+", default=[96, 256, 512])
     parser.add_argument("--also-rev", help="also measure skinray/synth.py at this git revision")
-    parser.add_argument("--out", default="outputs/benchmarks/synth_detail.json")
+    parser.add_argument("--out", help="folder for the JSON result (default benchmarks/results/)")
     args = parser.parse_args()
     if 256 not in args.sizes:
         args.sizes.append(256)
@@ -197,10 +196,7 @@ def main() -> None:
     print(f"within {TOLERANCE_DB} dB of every target crop at x2 and x3: "
           + ", ".join(f"{label} {'yes' if met else 'no'}" for label, met in results["goal_met"].items()))
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {out}", file=sys.stderr)
+    write_result("synth_detail", results, params=vars(args), out_dir=args.out)
 
 
 if __name__ == "__main__":

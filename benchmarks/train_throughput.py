@@ -5,7 +5,8 @@
 Both loops train on the same synthetic photos with the same degradations. Ray's figure is the
 steady-state training throughput its workers report (epochs after the first, training phase
 only, data streamed by Ray Data); the baseline trains on the same number of pre-degraded images
-held in memory, so the ratio is Ray's per-step overhead. Prints images/s and the ratio.
+held in memory, so the ratio is Ray's per-step overhead. Prints images/s and the ratio, and
+writes them to benchmarks/results/ (_results.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from _results import write_result
 
 from skinray import data, degrade, images, synth
 from skinray.config import load_config
@@ -94,6 +96,12 @@ def main() -> None:
           f"{steady_rate / compute_only:.3f} (per-step overhead {100 * (1 - steady_rate / compute_only):.1f}%)")
     print(f"ratio Ray / plain with data   : whole epoch {ray_rate / with_data:.3f}, per-step "
           f"{steady_rate / with_data:.3f}")
+    write_result("train_throughput", {
+        "plain_compute_only_img_s": compute_only, "plain_with_data_img_s": with_data,
+        "ray_epoch_img_s": ray_rate, "ray_epoch_img_s_each": ray_rates, "ray_steady_img_s": steady_rate,
+        "ratio_ray_to_compute_only": {"epoch": ray_rate / compute_only, "step": steady_rate / compute_only},
+        "ratio_ray_to_plain_with_data": {"epoch": ray_rate / with_data, "step": steady_rate / with_data},
+    }, params={**vars(args), "train_images": manifest.count("train"), "batch_size": cfg.train.batch_size})
 
 
 if __name__ == "__main__":
