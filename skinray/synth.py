@@ -177,19 +177,10 @@ def _hair_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(big.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 
-def skin_image(seed: int, index: int, size: int = 256) -> np.ndarray:
-    """One synthetic dermoscopy-like photo, ``(size, size, 3)`` ``uint8``, a pure function of its arguments."""
-    rng = np.random.default_rng([seed, index])
-    scale = size / 256.0
-    t = rng.uniform(0, len(SKIN_TONES) - 1)
-    low = int(t)
-    skin = SKIN_TONES[low] * (1 - (t - low)) + SKIN_TONES[min(low + 1, len(SKIN_TONES) - 1)] * (t - low)
-    img = np.empty((size, size, 3), np.float32)
-    img[:] = skin
-    # Uneven illumination (applied last, with the vignetting) and blotchy redness.
-    light = 1.0 + 0.06 * _smooth_noise(rng, size, 3)
-    img[..., 0] *= 1.0 + 0.04 * _smooth_noise(rng, size, 5)
-    # Lesion with uneven pigment (two tones mixed by noise), a pigment network, dots and globules.
+def _paint_lesion(rng: np.random.Generator, img: np.ndarray, skin: np.ndarray, size: int,
+                  scale: float) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Paint a lesion into ``img`` in place: uneven pigment (two tones mixed by noise), a pigment
+    network, dots and globules. Returns its mask and the window of ``img`` the mask covers."""
     mask, depth, window = _lesion_mask(rng, size)
     tones = LESION_TONES[rng.choice(len(LESION_TONES), 2, replace=False)] * (0.85 + 0.3 * skin.mean())
     tones *= min(1.0, 0.7 * float(skin @ _LUMA) / float(tones.mean(0) @ _LUMA))  # darker than the skin
@@ -203,6 +194,22 @@ def skin_image(seed: int, index: int, size: int = 256) -> np.ndarray:
     globules = _splat(rng, mask.shape, int(rng.integers(0, 12) * scale ** 2), 2.0 * scale, mask)
     pigment *= (1.0 - network - 0.5 * np.clip(dots + globules, 0, 1))[..., None]
     img[window] += (pigment - img[window]) * mask[..., None]
+    return mask, window
+
+
+def skin_image(seed: int, index: int, size: int = 256) -> np.ndarray:
+    """One synthetic dermoscopy-like photo, ``(size, size, 3)`` ``uint8``, a pure function of its arguments."""
+    rng = np.random.default_rng([seed, index])
+    scale = size / 256.0
+    t = rng.uniform(0, len(SKIN_TONES) - 1)
+    low = int(t)
+    skin = SKIN_TONES[low] * (1 - (t - low)) + SKIN_TONES[min(low + 1, len(SKIN_TONES) - 1)] * (t - low)
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = skin
+    # Uneven illumination (applied last, with the vignetting) and blotchy redness.
+    light = 1.0 + 0.06 * _smooth_noise(rng, size, 3)
+    img[..., 0] *= 1.0 + 0.04 * _smooth_noise(rng, size, 5)
+    mask, window = _paint_lesion(rng, img, skin, size, scale)
     # Skin surface: crosshatched creases, pores and micro-texture (weaker inside the lesion).
     roughness = rng.uniform(0.7, 1.3)
     relief = _fractal_noise(rng, size, scale) * np.float32(0.045 * roughness)
