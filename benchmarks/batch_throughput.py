@@ -3,7 +3,7 @@ compute limit, in one run, for each model named.
 
     .venv/bin/python benchmarks/batch_throughput.py [--models bundled poster] [--whole 1500]
         [--count 2000] [--memory-small 200] [--size 256] [--repeats 1]
-        [--json outputs/benchmarks/batch_throughput.json]
+        [--json outputs/benchmarks/batch_throughput.json]   # figures also go to benchmarks/results/
 
 For each model (``bundled``: the shipped lut model; ``poster``: an untrained poster network, the
 same compute as a trained one):
@@ -35,6 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import write_result  # noqa: E402
 
 
 def make_inputs(folder: Path, count: int, size: int) -> None:
@@ -211,7 +214,7 @@ def main() -> None:
                 small = root / f"small_{args.memory_small}"
                 if not small.exists():
                     make_inputs(small, args.memory_small, args.size)
-                small_summary, small_peak = peak_memory_during(lambda: ray_job(model, small, root / f"small_out_{name}"))
+                _, small_peak = peak_memory_during(lambda: ray_job(model, small, root / f"small_out_{name}"))
                 found["ray_job"] = {
                     "images": args.count, "seconds": summary.seconds, "a_images_per_s": a,
                     "c_images_per_s": c, "a_over_c": a / c, "per_image_cpu_s_one_thread": parts,
@@ -228,6 +231,7 @@ def main() -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"figures: {args.json}")
+    print(f"result: {write_result('batch_throughput', results, params=vars(args))}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import socket
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,9 +34,13 @@ import numpy as np
 import torch
 
 from skinray import checkpoint, images, synth
-from skinray.config import POSTER_MODEL as POSTER, Config
+from skinray.config import POSTER_MODEL as POSTER
+from skinray.config import Config
 from skinray.model import build_model
 from skinray.predict import Enhancer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_result  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -151,15 +156,16 @@ def main() -> None:
     ratio = (len(b[2]) / b[4]) / (len(u[2]) / u[4])
     print(f"batched/unbatched throughput ratio {ratio:.2f}; "
           f"5xx other than 503: {sum(n for c, n in (b[3] + u[3] + b[1] + u[1]).items() if c >= 500 and c != 503)}")
+    figures = {
+        "model": a.model, "size": a.size, "replica_cpus": a.replica_cpus, "batched_over_unbatched": ratio,
+        **{name: {"sequential_p50_ms": pct(r[0], 50), "direct_p50_ms": pct(r[5], 50),
+                  "load_p50_ms": pct(r[2], 50), "load_p95_ms": pct(r[2], 95), "req_per_s": len(r[2]) / r[4],
+                  "codes": {str(k): v for k, v in (r[3] + r[1]).items()}} for name, r in rows.items()}}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({
-            "model": a.model, "size": a.size, "replica_cpus": a.replica_cpus, "batched_over_unbatched": ratio,
-            **{name: {"sequential_p50_ms": pct(r[0], 50), "direct_p50_ms": pct(r[5], 50),
-                      "load_p50_ms": pct(r[2], 50), "load_p95_ms": pct(r[2], 95), "req_per_s": len(r[2]) / r[4],
-                      "codes": {str(k): v for k, v in (r[3] + r[1]).items()}} for name, r in rows.items()}},
-            indent=2))
+        Path(a.json).write_text(json.dumps(figures, indent=2))
         print(f"figures: {a.json}")
+    print(f"result: {write_result('serve_latency', figures, params=vars(a))}")
     serve.shutdown()
 
 
