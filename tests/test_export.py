@@ -3,6 +3,8 @@
 import json
 
 import numpy as np
+import onnx  # the test extra pins onnx and onnxruntime: a missing install fails here, never skips
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -12,9 +14,6 @@ from skinray.config import Config, ModelConfig, TrainConfig
 from skinray.model import build_model, count_parameters
 from skinray.predict import Enhancer
 from skinray.synth import skin_image
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 ARCHS = ["poster", "context", "affine", "lut"]
 
