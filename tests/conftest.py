@@ -62,7 +62,7 @@ def bucket(s3_endpoint, request) -> str:
     import boto3
 
     name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + f"-{os.getpid()}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    boto3.session.Session().client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
 
 

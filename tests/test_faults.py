@@ -200,7 +200,7 @@ def _when_keys(moto: Moto, bucket: str, prefix: str, predicate, timeout: float =
     """Poll the bucket (boto3, outside skinray) until ``predicate(keys)``; returns the keys."""
     import boto3
 
-    client = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1")
+    client = boto3.session.Session().client("s3", endpoint_url=moto.endpoint, region_name="us-east-1")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
@@ -214,7 +214,7 @@ def _when_keys(moto: Moto, bucket: str, prefix: str, predicate, timeout: float =
 def _bucket(moto: Moto, name: str) -> str:
     import boto3
 
-    boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1").create_bucket(
+    boto3.session.Session().client("s3", endpoint_url=moto.endpoint, region_name="us-east-1").create_bucket(
         Bucket=name
     )
     return name

@@ -53,7 +53,10 @@ def test_profile_region_against_the_moto_server(aws_profile, monkeypatch, s3_end
 
     monkeypatch.setenv("AWS_PROFILE", "skin")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="eu-west-2").create_bucket(
+    # A session of its own: boto3's default session keeps the config file of whichever test made it
+    # first, where the profile "skin" does not exist (ProfileNotFound in a full run).
+    s3 = boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="eu-west-2")
+    s3.create_bucket(
         Bucket="skin-eu-west-2", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
     storage.write_bytes("s3://skin-eu-west-2/photos/a.jpg", b"jpeg")  # options from the environment
     assert [e.key for e in storage.list_files("s3://skin-eu-west-2/photos")] == ["a.jpg"]

@@ -126,7 +126,7 @@ def test_same_format_keeps_extensions_and_overwrite_redoes(ray_local, model_dir,
 def test_s3_to_s3_through_moto(ray_local, model_dir, s3, bucket):
     import boto3
 
-    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    client = boto3.session.Session().client("s3", endpoint_url=s3.endpoint)
     for i in range(3):
         client.put_object(Bucket=bucket, Key=f"photos/p{i}.jpg", Body=_jpeg(synth.skin_image(1, i, 40)))
     client.put_object(Bucket=bucket, Key="photos/x/../../../escape.jpg", Body=_jpeg(synth.skin_image(1, 9, 40)))
