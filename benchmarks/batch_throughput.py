@@ -231,7 +231,7 @@ def main() -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"figures: {args.json}")
-    print(f"result: {write_result('batch_throughput', results, params=vars(args))}")
+    write_result('batch_throughput', results, params=vars(args))
 
 
 if __name__ == "__main__":

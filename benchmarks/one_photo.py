@@ -131,7 +131,7 @@ def main() -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"figures: {args.json}")
-    print(f"result: {write_result('one_photo', result, params=vars(args))}")
+    write_result('one_photo', result, params=vars(args))
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def main() -> None:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(figures, indent=2))
         print(f"figures: {a.json}")
-    print(f"result: {write_result('serve_latency', figures, params=vars(a))}")
+    write_result('serve_latency', figures, params=vars(a))
     serve.shutdown()
 
 
