@@ -344,67 +344,86 @@ def _decode_name(name: bytes) -> tuple[str, bool]:
         return name.decode("utf-8", "backslashreplace"), False
 
 
-def list_local(root: str, follow_symlinks: bool = False) -> list[Listed]:
-    """Every entry under a local folder (absolute, resolved), sorted by key; a file root lists
-    itself. Never raises for one bad entry: it becomes a :class:`Listed` with a problem."""
-    broot = os.fsencode(root)
+def _stat_root(root: str) -> os.stat_result:
     try:
-        top = os.stat(broot)
+        return os.stat(os.fsencode(root))
     except FileNotFoundError:
         raise StorageError(f"{root}: no such folder or prefix") from None
     except OSError as exc:
         raise StorageError(f"{root}: {exc.strerror}") from None
+
+
+def _entry_stat(entry: os.DirEntry, follow_symlinks: bool) -> tuple[Optional[os.stat_result], Optional[str]]:
+    """(stat, None) of an entry (of a link's target when links are followed), or (None, why not)."""
+    try:
+        if entry.is_symlink():
+            problem = _link_problem(entry.path)
+            if problem is None and not follow_symlinks:
+                problem = "symbolic link, not followed (--follow-symlinks follows links)"
+            if problem is not None:
+                return None, problem
+            return os.stat(entry.path), None
+        return entry.stat(follow_symlinks=False), None
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror})"
+
+
+def _revisit_problem(ident: tuple[int, int], ancestors: frozenset, seen: dict) -> Optional[str]:
+    """Why a folder reached again (through a link) is not listed again, or None if it is new."""
+    if ident in ancestors:
+        return f"symbolic link loop (leads back to {seen.get(ident) or 'the listed folder'!r})"
+    if ident in seen:
+        return f"folder already listed as {seen[ident]!r} (reached again through a link)"
+    return None
+
+
+def _scan_folder(folder: bytes, prefix: str, ancestors: frozenset, seen: dict, follow_symlinks: bool,
+                 out: list[Listed], stack: list) -> None:
+    """List one folder's entries into ``out``; push its subfolders not listed yet onto ``stack``."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        out.append(Listed(prefix.rstrip("/") or ".", os.fsdecode(folder), 0,
+                          f"folder cannot be listed ({exc.strerror})"))
+        return
+    for entry in entries:
+        name, ok = _decode_name(entry.name)
+        key, path = prefix + name, os.fsdecode(entry.path)
+        if not ok:
+            out.append(Listed(key, path, 0, "file name is not valid UTF-8 (its bytes are shown escaped); "
+                                            "rename it to enhance it"))
+            continue
+        st, problem = _entry_stat(entry, follow_symlinks)
+        if problem is not None:
+            out.append(Listed(key, path, 0, problem))
+        elif stat.S_ISDIR(st.st_mode):
+            ident = (st.st_dev, st.st_ino)
+            problem = _revisit_problem(ident, ancestors, seen)
+            if problem is not None:
+                out.append(Listed(key, path, 0, problem))
+            else:
+                seen[ident] = key
+                stack.append((entry.path, key + "/", ancestors | {ident}))
+        elif stat.S_ISREG(st.st_mode):
+            out.append(Listed(key, path, st.st_size))
+        else:
+            out.append(Listed(key, path, 0, "not a regular file (FIFO, socket or device)"))
+
+
+def list_local(root: str, follow_symlinks: bool = False) -> list[Listed]:
+    """Every entry under a local folder (absolute, resolved), sorted by key; a file root lists
+    itself. Never raises for one bad entry: it becomes a :class:`Listed` with a problem."""
+    top = _stat_root(root)
     if stat.S_ISREG(top.st_mode):
         return [Listed(os.path.basename(root), root, top.st_size)]
     if not stat.S_ISDIR(top.st_mode):
         raise StorageError(f"{root}: not a folder or a regular file")
     out: list[Listed] = []
     seen = {(top.st_dev, top.st_ino): ""}  # folder identity -> key where it was listed
-    stack: list[tuple[bytes, str, frozenset]] = [(broot, "", frozenset({(top.st_dev, top.st_ino)}))]
+    stack: list[tuple[bytes, str, frozenset]] = [(os.fsencode(root), "", frozenset({(top.st_dev, top.st_ino)}))]
     while stack:
         folder, prefix, ancestors = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            out.append(Listed(prefix.rstrip("/") or ".", os.fsdecode(folder), 0,
-                              f"folder cannot be listed ({exc.strerror})"))
-            continue
-        for entry in entries:
-            name, ok = _decode_name(entry.name)
-            key, path = prefix + name, os.fsdecode(entry.path)
-            if not ok:
-                out.append(Listed(key, path, 0, "file name is not valid UTF-8 (its bytes are shown escaped); "
-                                                "rename it to enhance it"))
-                continue
-            try:
-                if entry.is_symlink():
-                    problem = _link_problem(entry.path)
-                    if problem is None and not follow_symlinks:
-                        problem = "symbolic link, not followed (--follow-symlinks follows links)"
-                    if problem is not None:
-                        out.append(Listed(key, path, 0, problem))
-                        continue
-                    st = os.stat(entry.path)
-                else:
-                    st = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                out.append(Listed(key, path, 0, f"cannot be read ({exc.strerror})"))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                ident = (st.st_dev, st.st_ino)
-                if ident in ancestors:
-                    out.append(Listed(key, path, 0, f"symbolic link loop (leads back to "
-                                                    f"{seen.get(ident) or 'the listed folder'!r})"))
-                elif ident in seen:
-                    out.append(Listed(key, path, 0, f"folder already listed as {seen[ident]!r} "
-                                                    f"(reached again through a link)"))
-                else:
-                    seen[ident] = key
-                    stack.append((entry.path, key + "/", ancestors | {ident}))
-            elif stat.S_ISREG(st.st_mode):
-                out.append(Listed(key, path, st.st_size))
-            else:
-                out.append(Listed(key, path, 0, "not a regular file (FIFO, socket or device)"))
+        _scan_folder(folder, prefix, ancestors, seen, follow_symlinks, out, stack)
     out.sort(key=lambda e: e.key)
     return out
