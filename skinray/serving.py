@@ -22,11 +22,13 @@ Archive jobs are off unless ``batch_roots`` names roots (:mod:`skinray.paths` is
 # No `from __future__ import annotations`: FastAPI reads the route signatures at run time.
 
 import asyncio
+import dataclasses
 import functools
 import hmac
 import os
 import threading
 import time
+import typing
 import uuid
 from importlib import resources
 from typing import Literal, Optional
@@ -36,13 +38,13 @@ import ray
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from ray import serve
 from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skinray import images
-from skinray.config import PRECISIONS
+from skinray.config import MAX_PIXELS, PRECISIONS, EnhanceConfig
 from skinray.errors import EnhanceStopped, ImageDecodeError, SkinrayError
 
 # Content-Type -> the Pillow formats the body may be; anything else is 415 (lists: skinray.images).
@@ -70,8 +72,12 @@ class AppArgs(BaseModel):
     max_inflight_pixels: Optional[int] = Field(None, ge=1)
     # A request still unanswered after this long gets 503 (and its computation stops between tiles).
     request_timeout_s: float = Field(60.0, gt=0)
-    # Requests per model call. None: 8 on a GPU, 1 on a CPU, where batching measured slower
-    # (benchmarks/serve_latency.py: 0.79x the throughput of unbatched on 2 cores).
+    # Requests per model call. None: 8 on a GPU, 1 on a CPU. On a CPU the Enhancer runs each
+    # photo on its own (stacking measured slower: poster 0.79x unbatched, benchmarks/
+    # serve_latency.py, 2 cores), so 8 there only gathers requests into one worker call: with the
+    # bundled model, 16 clients, 1-CPU replica, 1.33x and 1.15x unbatched req/s in two runs, p95
+    # 1.1-1.3 s vs 1.6-2.7 s, one request alone 79-80 vs 73-76 ms. Kept at 1 until measured on
+    # more than one noisy machine; set max_batch_size 8 for throughput.
     max_batch_size: Optional[int] = None
     batch_wait_timeout_s: float = 0.005
     # Inference arithmetic: auto = bf16 (fp16 without bf16) with channels_last on a GPU replica,
@@ -93,21 +99,34 @@ class AppArgs(BaseModel):
         return paths.Roots(tuple(self.batch_roots or ()), tuple(self.batch_writable_roots))
 
 
-class BatchRequest(BaseModel):
-    """Body of POST /v1/batch: the archive job's options (see ``skinray enhance``)."""
+# The archive job's options are declared once, in EnhanceConfig; the body of POST /v1/batch is
+# built from its fields, with the endpoint's policy on top: fields a request may not set, and
+# bounds tighter than the job's own checks (EnhanceConfig.validate runs on every request too).
+BODY_EXCLUDED = {
+    "model": "every job runs the endpoint's own model",
+    "follow_symlinks": "the operator's choice: a link could lead out of the batch roots",
+}
+BODY_BOUNDS = {
+    "input": {"min_length": 1}, "output": {"min_length": 1},
+    "workers": {"ge": 1, "le": 64}, "batch_size": {"ge": 1, "le": 256},
+    "max_pixels": {"ge": 1, "le": MAX_PIXELS},  # never above the archive job's default
+    "resource_wait_s": {"gt": 0, "le": 3600},  # then FAILED if the cluster lacks the CPUs/GPUs
+}
 
-    model_config = ConfigDict(extra="forbid")
 
-    input: str = Field(min_length=1)
-    output: str = Field(min_length=1)
-    format: str = "same"
-    quality: int = 95
-    overwrite: bool = False
-    workers: int = Field(1, ge=1, le=64)
-    gpu: bool = False
-    batch_size: int = Field(8, ge=1, le=256)
-    max_pixels: int = Field(100_000_000, ge=1, le=100_000_000)  # never above the archive job's default
-    resource_wait_s: float = Field(300.0, gt=0, le=3600)  # then FAILED if the cluster lacks the CPUs/GPUs
+def _batch_request_model() -> type[BaseModel]:
+    hints = typing.get_type_hints(EnhanceConfig)
+    body = {}
+    for f in dataclasses.fields(EnhanceConfig):
+        if f.name not in BODY_EXCLUDED:
+            default = ... if f.name in ("input", "output") else f.default
+            body[f.name] = (hints[f.name], Field(default, description=f.metadata["help"],
+                                                 **BODY_BOUNDS.get(f.name, {})))
+    return create_model("BatchRequest", __config__=ConfigDict(extra="forbid"),
+                        __doc__="Body of POST /v1/batch: the archive job's options (EnhanceConfig).", **body)
+
+
+BatchRequest = _batch_request_model()
 
 
 # No public schema or docs (GET /openapi.json is a route behind the key), and no trailing-slash
@@ -180,8 +199,9 @@ def job_entrypoint(cfg, roots, s3_endpoint: Optional[str]) -> str:
     command = [sys.executable, str(script)] if script.is_file() else [sys.executable, "-m", "skinray.cli", "enhance"]
     # --ray-address auto: the cluster the job runs on (Ray sets RAY_ADDRESS for a job's driver)
     command += ["--model", cfg.model, "--ray-address", "auto", cfg.input, cfg.output]
-    for name in ("format", "quality", "overwrite", "workers", "gpu", "batch_size", "max_pixels", "resource_wait_s"):
-        command += ["--set", f"enhance.{name}={getattr(cfg, name)}"]
+    for name in BatchRequest.model_fields:  # every option a request can set
+        if name not in ("input", "output"):
+            command += ["--set", f"enhance.{name}={getattr(cfg, name)}"]
     if s3_endpoint:
         command += ["--s3-endpoint", s3_endpoint]
     for root in roots.read_write or ():
@@ -256,13 +276,32 @@ class PixelBudget:
 
 # --- the deployment -------------------------------------------------------------------------
 
-@serve.deployment(
-    max_ongoing_requests=16,
-    max_queued_requests=32,
-    backpressure_config={"status_code": 503, "retry_after_s": RETRY_AFTER_S},
-    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 4},
-    ray_actor_options={"num_cpus": 1},
-)
+# The Serve deployment options, declared here once: the decorator below applies them, so
+# `skinray serve` and `serve run serve/config.yaml` (which sets none) run with them. A Serve
+# config's `deployments:` entry replaces the code's value key by key (a whole autoscaling_config
+# or ray_actor_options, not fields of it): cluster/k8s/rayservice.yaml sets GPU_DEPLOYMENT's
+# differences, as a config file cannot import them; tests/test_deployment_options.py holds both
+# files to these two.
+DEPLOYMENT = {
+    "max_ongoing_requests": 16,
+    "max_queued_requests": 32,  # beyond that: 503 with Retry-After, never a hang
+    "backpressure_config": {"status_code": 503, "retry_after_s": RETRY_AFTER_S},
+    "autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 4},
+    "ray_actor_options": {"num_cpus": 1},
+    # A replica being scaled down or replaced finishes its requests: Ray's default (20 s)
+    # killed those past it, while a request may run for request_timeout_s (60 s by default).
+    "graceful_shutdown_timeout_s": AppArgs.model_fields["request_timeout_s"].default + 5,
+}
+# One GPU per replica, on the GPU worker group of cluster/k8s/rayservice.yaml (8 pods, 8 CPUs each).
+GPU_DEPLOYMENT = {
+    **DEPLOYMENT,
+    "max_queued_requests": 64,
+    "autoscaling_config": {**DEPLOYMENT["autoscaling_config"], "max_replicas": 8},
+    "ray_actor_options": {"num_cpus": 2, "num_gpus": 1},
+}
+
+
+@serve.deployment(**DEPLOYMENT)
 @serve.ingress(api)
 class EnhanceService:
     def __init__(self, args: dict):
@@ -471,8 +510,6 @@ class EnhanceService:
 
     @api.post("/v1/batch", status_code=202)
     async def batch_submit(self, request: Request) -> JSONResponse:
-        from skinray.config import EnhanceConfig
-
         self._authorize(request)  # before reading anything
         body = await self._read_body(request, limit=64 * 1024)
         try:
