@@ -68,27 +68,7 @@ def test_kubernetes_manifests(path):
                 assert head.get("serviceType") == "ClusterIP", "the job server is never exposed publicly"
         if doc["kind"] == "RayJob":
             _check_entrypoint(doc["spec"]["entrypoint"])
-        if doc["kind"] == "RayService":
-            _check_serve_config(yaml.safe_load(doc["spec"]["serveConfigV2"]))
-
-
-def _check_serve_config(cfg: dict) -> None:
-    """Each application's import path names a module file in the repository, and its args load
-    into the application's typed arguments."""
-    from serve.app import AppArgs
-
-    for app in cfg["applications"]:
-        module, _, attr = app["import_path"].partition(":")
-        assert (REPO / (module.replace(".", "/") + ".py")).is_file() and attr == "build"
-        AppArgs(**app["args"])
-        autoscaling = app["deployments"][0]["autoscaling_config"]
-        assert autoscaling["min_replicas"] <= autoscaling["max_replicas"]
-
-
-def test_serve_config_loads_into_the_app_arguments():
-    cfg = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
-    assert cfg["http_options"]["host"] == "127.0.0.1", "loopback by default"
-    _check_serve_config(cfg)
+        # A RayService's serveConfigV2: tests/test_deployment_options.py (with serve/config.yaml).
 
 
 def test_aws_cluster_config():
