@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import re
 import sys
+import typing
 from pathlib import Path
 from typing import Sequence
 
 from skinray import __version__, runtime
-from skinray.config import DEVICES, LOSSES, OUTPUT_FORMATS, PRECISIONS, DataConfig, EnhanceConfig, TrainConfig
+from skinray.config import (
+    DEVICES,
+    LOSSES,
+    PRECISIONS,
+    DataConfig,
+    EnhanceConfig,
+    TrainConfig,
+)
 from skinray.errors import ConfigError, SkinrayError
 
 
@@ -26,8 +35,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-_PRECISION_HELP = ("inference arithmetic: auto = bf16 (fp16 where unsupported) with channels_last on a GPU, "
-                   "fp32 on the CPU; bf16 also runs on the CPU, fp16 needs a GPU")
+_PRECISION_HELP = {f.name: f for f in dataclasses.fields(EnhanceConfig)}["precision"].metadata["help"]
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -110,7 +118,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from skinray import tune
-
     from skinray.config import TrainConfig
 
     cfg = config_from_args(args)
@@ -166,9 +173,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-_ENHANCE_FLAGS = ("model", "input", "output", "format", "quality", "overwrite", "workers", "gpu",
-                  "batch_size", "max_pixels", "follow_symlinks", "strip_metadata", "tile", "tile_margin",
-                  "precision")
+# The archive job's flags are EnhanceConfig's fields (help and choices declared there).
+_ENHANCE_FLAGS = tuple(f.name for f in dataclasses.fields(EnhanceConfig))
+_ENHANCE_POSITIONAL = ("input", "output")
+
+
+def _add_enhance_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per field of EnhanceConfig (input and output as positional arguments)."""
+    hints = typing.get_type_hints(EnhanceConfig)
+    for f in dataclasses.fields(EnhanceConfig):
+        help_, choices = f.metadata["help"], f.metadata["choices"]
+        if f.name in _ENHANCE_POSITIONAL:
+            p.add_argument(f.name, nargs="?", help=help_)
+        elif hints[f.name] is bool:
+            p.add_argument(_flag(f.name), action="store_true", default=None, help=help_)
+        elif choices:
+            extra = ("jpg",) if f.name == "format" else ()
+            p.add_argument(_flag(f.name), type=str.lower, choices=(*choices, *extra),
+                           help=f"{help_} (default {f.default})")
+        else:
+            p.add_argument(_flag(f.name), type=hints[f.name], help=f"{help_} (default {f.default})")
+
+
 _ENHANCE_FLAG_NAMES = {f"enhance.{dest}": _flag(dest) for dest in _ENHANCE_FLAGS}
 _ENHANCE_FLAG_NAMES.update({"enhance.input": "the INPUT argument", "enhance.output": "the OUTPUT argument",
                             "storage.s3_endpoint": "--s3-endpoint"})
@@ -177,16 +203,22 @@ _ENHANCE_FLAG_NAMES.update({"enhance.input": "the INPUT argument", "enhance.outp
 _INFERENCE_FLAG_NAMES = {"enhance.precision": "--precision", "enhance.device": "--device"}
 
 
-def cmd_enhance(args: argparse.Namespace) -> int:
-    from skinray import batch
+def enhance_config_from_args(args: argparse.Namespace):
+    """The archive job's config: EnhanceConfig's defaults, --config, --set, then the flags."""
     from skinray.config import load_config, parse_set_flags
-    from skinray.train import s3_options
 
     overrides = parse_set_flags(args.set)
     overrides.update({f"enhance.{k}": getattr(args, k) for k in _ENHANCE_FLAGS if getattr(args, k) is not None})
     if args.s3_endpoint:
         overrides["storage.s3_endpoint"] = args.s3_endpoint
-    cfg = load_config(args.config, overrides, sections=("enhance", "storage"))
+    return load_config(args.config, overrides, sections=("enhance", "storage"))
+
+
+def cmd_enhance(args: argparse.Namespace) -> int:
+    from skinray import batch
+    from skinray.train import s3_options
+
+    cfg = enhance_config_from_args(args)
     execution = "local" if args.local else "ray" if args.ray else "auto"
     summary = batch.run(cfg.enhance, s3_options(cfg), ray_address=args.ray_address, execution=execution)
     print(f"[skinray] {summary.line()}")
@@ -197,10 +229,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import socket
 
-    from skinray import checkpoint, storage
+    from skinray import checkpoint, paths, storage
     from skinray.serving import AppArgs, read_api_key, serve_forever
-
-    from skinray import paths
 
     app_args = AppArgs(model=args.model, api_key_file=args.api_key_file, s3_endpoint=args.s3_endpoint,
                        batch_roots=args.batch_roots, batch_writable_roots=args.batch_writable_roots or [],
@@ -325,31 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-endpoint")
     p.set_defaults(func=cmd_ingest)
 
-    e = EnhanceConfig
     p = sub.add_parser("enhance", help="enhance every photo under a folder or bucket prefix (in this process for "
                                        "a few photos, else Ray Data)")
-    p.add_argument("input", nargs="?", help="folder or s3://bucket/prefix of photos")
-    p.add_argument("output", nargs="?", help="folder or s3://bucket/prefix for the enhanced photos")
-    p.add_argument("--model", help="checkpoint: a run folder (loads its best), a checkpoint folder, or "
-                                   "'bundled', the model shipped with skinray (default)")
-    p.add_argument("--format", type=str.lower, choices=(*OUTPUT_FORMATS, "jpg"),
-                   help=f"output format; same keeps the input's (HEIC/AVIF become JPEG), jpg = jpeg "
-                        f"(default {e.format})")
-    p.add_argument("--quality", type=int, help=f"JPEG quality (default {e.quality})")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="redo outputs that already exist (only files an earlier skinray run wrote)")
-    p.add_argument("--follow-symlinks", action="store_true", default=None,
-                   help="list and read through symbolic links (loops detected); default: a link is a failed row")
-    p.add_argument("--strip-metadata", action="store_true", default=None,
-                   help="write outputs without the input's EXIF (default: kept, orientation reset to 1)")
-    p.add_argument("--workers", type=int, help="model actors (default 1)")
-    p.add_argument("--gpu", action="store_true", default=None, help="one GPU per model actor")
-    p.add_argument("--batch-size", type=int, help="images per model call (default 8)")
-    p.add_argument("--max-pixels", type=int, help="refuse larger images (default 100 million)")
-    p.add_argument("--tile", type=int, help=f"larger photos are enhanced in tiles of this many pixels a side "
-                                            f"(default {e.tile})")
-    p.add_argument("--tile-margin", type=int, help=f"context pixels around each tile (default {e.tile_margin})")
-    p.add_argument("--precision", type=str.lower, choices=PRECISIONS, help=_PRECISION_HELP + f" (default {e.precision})")
+    _add_enhance_flags(p)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true",
                        help="run in this process, without Ray, whatever the input's size (default: in-process "

@@ -233,29 +233,51 @@ OUTPUT_FORMATS = ("same", "png", "jpeg")
 # Inference arithmetic (skinray.predict.Enhancer): auto = bf16 (fp16 where the GPU lacks bf16)
 # with channels_last on CUDA, fp32 on the CPU; bf16 also runs on the CPU, fp16 needs a GPU.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# One constant each, used by the archive job, the endpoint and the Enhancer.
+MAX_PIXELS = 100_000_000  # decompression-bomb guard: larger images are refused before decoding
+TILE = 512  # pixels per side of the window fed to the model; larger photos are enhanced in tiles
+TILE_MARGIN = 32  # context pixels around each kept tile; >= the model's receptive radius
 DEVICES = ("auto", "cpu", "cuda", "mps")  # auto: cuda, else mps, else cpu
+
+
+def _option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A field with its one description: the CLI derives its flag (help, choices) from it and the
+    endpoint its request body (:data:`skinray.serving.BatchRequest`)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
 class EnhanceConfig:
-    """Archive enhancement job (``skinray enhance`` / ``jobs/enhance.py``)."""
+    """Archive enhancement job (``skinray enhance`` / ``jobs/enhance.py`` / ``POST /v1/batch``).
 
-    model: str = "bundled"  # checkpoint URI (a run folder loads its best model); bundled = the shipped model
-    input: str = ""  # folder or s3:// prefix of photos
-    output: str = ""  # folder or s3:// prefix; keys keep their relative paths
-    format: str = "same"  # same | png | jpeg
-    quality: int = 95  # JPEG quality
-    overwrite: bool = False  # else outputs that exist and decode are skipped (resume)
-    workers: int = 1  # model actors (each holds one model; one GPU each with gpu)
-    gpu: bool = False
-    batch_size: int = 8  # images per model call
-    max_pixels: int = 100_000_000  # refuse larger images before decoding (decompression bombs)
-    tile: int = 512  # images larger than this (px per side) are enhanced in overlapping tiles
-    tile_margin: int = 32
-    follow_symlinks: bool = False  # list and read through symlinks (loops detected); else links are failed rows
-    resource_wait_s: float = 300.0  # how long to wait for the CPUs/GPUs the model actors need, then fail
-    strip_metadata: bool = False  # else outputs keep the input's EXIF (orientation reset to 1)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on a GPU, fp32 on the CPU)
+    The one declaration of the job's options: ``skinray enhance``'s flags and the endpoint's
+    request body are built from these fields (their help and choices too)."""
+
+    model: str = _option("bundled", "checkpoint: a run folder (loads its best), a checkpoint folder, or "
+                                    "'bundled', the model shipped with skinray")
+    input: str = _option("", "folder or s3://bucket/prefix of photos")
+    output: str = _option("", "folder or s3://bucket/prefix for the enhanced photos; keys keep their "
+                              "relative paths")
+    format: str = _option("same", "output format; same keeps the input's (HEIC/AVIF become JPEG), jpg = jpeg",
+                          choices=OUTPUT_FORMATS)
+    quality: int = _option(95, "JPEG quality")
+    overwrite: bool = _option(False, "redo outputs that already exist (only files an earlier skinray run "
+                                     "wrote); else outputs that exist and decode are skipped (resume)")
+    workers: int = _option(1, "model actors (each holds one model; one GPU each with gpu)")
+    gpu: bool = _option(False, "one GPU per model actor")
+    batch_size: int = _option(8, "images per model call")
+    max_pixels: int = _option(MAX_PIXELS, "refuse larger images before decoding "
+                                                         "(decompression bombs)")
+    tile: int = _option(TILE, "larger photos are enhanced in overlapping tiles of this many pixels a side")
+    tile_margin: int = _option(TILE_MARGIN, "context pixels around each tile")
+    follow_symlinks: bool = _option(False, "list and read through symbolic links (loops detected); "
+                                           "else a link is a failed row")
+    resource_wait_s: float = _option(300.0, "seconds to wait for the CPUs/GPUs the model actors need, then fail")
+    strip_metadata: bool = _option(False, "write outputs without the input's EXIF (else kept, orientation "
+                                          "reset to 1)")
+    precision: str = _option("auto", "inference arithmetic: auto = bf16 (fp16 where unsupported) with "
+                                     "channels_last on a GPU, fp32 on the CPU; bf16 also runs on the CPU, "
+                                     "fp16 needs a GPU", choices=PRECISIONS)
 
     def __post_init__(self) -> None:  # 'jpg' is 'jpeg' wherever a format is given (CLI, YAML, endpoint)
         if isinstance(self.format, str):

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skinray import degrade, images, storage
-from skinray.config import Config, DegradeConfig
+from skinray.config import MAX_PIXELS, Config, DegradeConfig
 from skinray.errors import SkinrayError
 
 log = logging.getLogger("skinray.data")
@@ -158,7 +158,7 @@ class Manifest:
 
 
 def build_manifest(source: str, val_fraction: float, seed: int = 0, s3: storage.S3Options | None = None,
-                   max_pixels: int = images.DEFAULT_MAX_PIXELS, threads: int = 16,
+                   max_pixels: int = MAX_PIXELS, threads: int = 16,
                    progress: Callable[[int, int], None] | None = None) -> Manifest:
     """List the images under ``source``, read each once (content hash, header probe) and assign
     its split, by group (:func:`group_images`: the lesion or patient of a ``metadata.csv``

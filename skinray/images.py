@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError, features
 
+from skinray.config import MAX_PIXELS
 from skinray.errors import ImageDecodeError
 
 try:  # HEIC/HEIF (iPhone photos) through libheif; a dependency, but reading still works without it
@@ -65,7 +66,6 @@ WRITE_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "we
                     ".tiff": "tiff", ".bmp": "bmp"}  # inputs with other extensions (HEIC, AVIF) -> JPEG
 
 RENDERING_INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC  # why: see the module docstring
-DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard: refuse larger images before decoding
 STRIP_PIXELS = 1 << 18  # conversion to RGB works on strips of about this many pixels
 _ORIENTATION = 0x0112
 
@@ -200,7 +200,7 @@ def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image
     return img
 
 
-def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+def probe(data: bytes, max_pixels: int = MAX_PIXELS,
           formats: tuple[str, ...] = IMAGE_FORMATS) -> tuple[int, int, str]:
     """Read only the header: (width, height, format). Raises ImageDecodeError if not an image
     of the allowed ``formats``, :class:`ImageTooLargeError` if its declared pixel count (of the
@@ -263,7 +263,7 @@ def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
     return rgb if op is None else np.ascontiguousarray(op(rgb))
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+def decode(data: bytes, max_pixels: int = MAX_PIXELS,
            formats: tuple[str, ...] = IMAGE_FORMATS) -> np.ndarray:
     """Image bytes -> upright sRGB, ``(H, W, 3)`` ``uint8`` (:func:`decode_photo`'s pixels)."""
     return decode_photo(data, max_pixels, formats).rgb
@@ -281,7 +281,7 @@ def _kept_exif(exif: Image.Exif) -> tuple[bytes | None, str]:
         return None, f"EXIF unreadable ({type(exc).__name__}): dropped"
 
 
-def decode_photo(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS,
                  formats: tuple[str, ...] = IMAGE_FORMATS) -> Decoded:
     """Image bytes -> :class:`Decoded`: upright sRGB ``(H, W, 3)`` ``uint8`` pixels, what was
     done to their colours, and the EXIF to keep.

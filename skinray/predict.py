@@ -23,12 +23,9 @@ import torch
 
 from skinray import checkpoint, lut, storage
 from skinray.checkpoint import LoadedModel
-from skinray.config import DEVICES, PRECISIONS
+from skinray.config import DEVICES, PRECISIONS, TILE, TILE_MARGIN
 from skinray.errors import ConfigError, EnhanceStopped
 from skinray.model import channels_last
-
-DEFAULT_TILE = 512  # pixels per side of the window fed to the model
-DEFAULT_MARGIN = 32  # context pixels around each kept tile; >= the model's receptive radius
 
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -83,7 +80,7 @@ class Enhancer:
     """Wraps a loaded checkpoint. Inputs and outputs are RGB ``uint8`` arrays ``(H, W, 3)``."""
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu",
-                 tile: int = DEFAULT_TILE, margin: int = DEFAULT_MARGIN, precision: str = "auto",
+                 tile: int = TILE, margin: int = TILE_MARGIN, precision: str = "auto",
                  threads: int = 1):
         if tile <= 2 * margin:
             raise ValueError(f"tile ({tile}) must be larger than twice the margin ({margin})")
