@@ -30,16 +30,11 @@ from skinray.losses import make_loss
 from skinray.metrics import psnr, ssim_per_image
 from skinray.model import build_model, channels_last
 
-
 # Per-epoch sums, all-reduced across workers. Order matters: see _epoch_metrics.
 SUBSETS = ("colour", "camera", "clean")  # validation pairs by the faults drawn (skinray.degrade)
 _SUMS = ("train_loss", "train_images", "train_bad", "val_loss", "val_images", "val_bad",
          "val_psnr", "val_ssim", "val_psnr_input", "val_ssim_input") + tuple(
     f"val_{what}_{subset}" for subset in SUBSETS for what in ("images", "psnr", "psnr_input"))
-
-
-def s3_options(cfg: Config) -> storage.S3Options:
-    return storage.S3Options.from_env(cfg.storage.s3_endpoint, cfg.storage.s3_region)
 
 
 def _say(message: str) -> None:
@@ -184,94 +179,138 @@ class _EpochProgress:
              f"loss={loss:.4f} {rate:.1f} img/s")
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker. ``loop_config``: {"config": Config dict, "fingerprint": str}."""
+@dataclass
+class _Worker:
+    """What one Ray Train worker keeps across epochs (built by :func:`_setup`)."""
+    cfg: Config
+    rank: int
+    world_size: int
+    device: torch.device
+    fast: bool  # bf16 autocast + channels_last
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Any
+
+
+def _setup(cfg: Config) -> _Worker:
+    """The worker's device, model (from ``train.init`` unless resuming), optimizer and loss."""
     import ray.train
     import ray.train.torch
 
-    cfg = Config.from_dict(loop_config["config"])
     rank = ray.train.get_context().get_world_rank()
+    world_size = ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
-    fast = cfg.train.mixed_precision and device.type == "cuda"  # bf16 autocast + channels_last
+    fast = cfg.train.mixed_precision and device.type == "cuda"
 
     model = build_model(cfg.model)
     if cfg.train.init and ray.train.get_checkpoint() is None:  # a resumed run has its own weights
-        model.load_state_dict(checkpoint.load(cfg.train.init, s3=s3_options(cfg)).model.state_dict())
+        model.load_state_dict(checkpoint.load(cfg.train.init, s3=storage.S3Options.from_config(cfg.storage)).model.state_dict())
     if fast:
         model = channels_last(model)  # Module.to(memory_format=...) refuses the lut's 5-D tables
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     loss_fn = make_loss(cfg.train.loss, cfg.train.ssim_weight)
-
     if rank == 0:
-        _say(f"{ray.train.get_context().get_world_size()} worker(s) on {device}, "
-             f"{torch.get_num_threads()} torch threads each")
-    start_epoch, history = 0, []
-    resume_from = ray.train.get_checkpoint()
-    if resume_from is not None:
-        with resume_from.as_directory() as directory:
-            name = resume_from.path.rstrip("/").rsplit("/", 1)[-1]  # epoch_XXXX, for messages
-            start_epoch, history = checkpoint.load_training_state(
-                directory, model, optimizer, where=storage.join(cfg.train.storage, cfg.train.name, name))
-        if rank == 0:
-            _say(f"resumed from checkpoint after epoch {start_epoch - 1}")
+        _say(f"{world_size} worker(s) on {device}, {torch.get_num_threads()} torch threads each")
+    return _Worker(cfg, rank, world_size, device, fast, model, optimizer, loss_fn)
 
+
+def _resume(w: _Worker) -> tuple[int, list[dict[str, Any]]]:
+    """(first epoch to train, history so far): from Ray Train's latest checkpoint, else (0, [])."""
+    import ray.train
+
+    resume_from = ray.train.get_checkpoint()
+    if resume_from is None:
+        return 0, []
+    with resume_from.as_directory() as directory:
+        name = resume_from.path.rstrip("/").rsplit("/", 1)[-1]  # epoch_XXXX, for messages
+        start_epoch, history = checkpoint.load_training_state(
+            directory, w.model, w.optimizer, where=storage.join(w.cfg.train.storage, w.cfg.train.name, name))
+    if w.rank == 0:
+        _say(f"resumed from checkpoint after epoch {start_epoch - 1}")
+    return start_epoch, history
+
+
+def _train_epoch(w: _Worker, shard, sums: dict[str, float], bad_seen: set[str],
+                 progress: _EpochProgress | None) -> tuple[float, float]:
+    """One pass over this worker's training shard, adding to ``sums``. Returns (seconds, steady
+    images/s of this worker, excluding the wait for the epoch's first batch)."""
+    started = time.perf_counter()
+    first_step = None
+    w.model.train()
+    for batch in shard.iter_batches(batch_size=w.cfg.train.batch_size, batch_format="numpy",
+                                    prefetch_batches=2, local_shuffle_buffer_size=4 * w.cfg.train.batch_size):
+        x, y, ok = _to_tensors(batch, w.device, w.fast)
+        with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=w.fast):
+            pred = w.model(x)
+        loss = _masked_loss(w.loss_fn, pred.float(), y, ok) + _regularization(w.model)
+        w.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        w.optimizer.step()
+        n_ok = int(ok.sum())
+        sums["train_loss"] += float(loss.detach()) * n_ok
+        sums["train_images"] += n_ok
+        sums["train_bad"] += _note_bad(batch, bad_seen)
+        if first_step is None:  # steady-state timing starts after the first step
+            first_step = (time.perf_counter(), sums["train_images"])
+        if progress:
+            progress.step(sums)
+    train_seconds = time.perf_counter() - started
+    steady = (sums["train_images"] - first_step[1]) / max(time.perf_counter() - first_step[0], 1e-9) \
+        if first_step else 0.0
+    return train_seconds, steady
+
+
+def _validate(w: _Worker, shard, sums: dict[str, float], bad_seen: set[str]) -> None:
+    """One pass over this worker's validation shard, adding to ``sums``."""
+    w.model.eval()
+    for batch in shard.iter_batches(batch_size=w.cfg.train.batch_size, batch_format="numpy"):
+        sums["val_bad"] += _note_bad(batch, bad_seen)
+        _validate_batch(w.model, batch, w.loss_fn, sums, w.device, w.fast)
+
+
+def _report(w: _Worker, epoch: int, metrics: dict[str, Any], history: list[dict[str, Any]],
+            fingerprint: str) -> None:
+    """Report the epoch to Ray Train; rank 0 prints its line and attaches the checkpoint."""
+    import ray.train
+
+    if w.rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    _say(_epoch_line(metrics, w.cfg.train.epochs))
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint.save(tmp, w.model, w.cfg, metrics, history, fingerprint,
+                        optimizer=w.optimizer, epoch=epoch)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=f"epoch_{epoch:04d}")
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker. ``loop_config``: {"config": Config dict, "fingerprint": str}."""
+    import ray.train
+
+    w = _setup(Config.from_dict(loop_config["config"]))
+    cfg = w.cfg
+    start_epoch, history = _resume(w)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     bad_seen: set[str] = set()
     for epoch in range(start_epoch, cfg.train.epochs):
         sums = dict.fromkeys(_SUMS, 0.0)
-        started = time.perf_counter()
-        first_step = None
-        for group in optimizer.param_groups:
+        for group in w.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, epoch)
         progress = _EpochProgress(epoch, cfg.train.epochs, loop_config.get("train_images", 0), cfg.train.batch_size,
-                                  ray.train.get_context().get_world_size(),
-                                  loop_config.get("progress_every_s", 30.0)) if rank == 0 else None
-        model.train()
-        for batch in train_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy",
-                                              prefetch_batches=2,
-                                              local_shuffle_buffer_size=4 * cfg.train.batch_size):
-            x, y, ok = _to_tensors(batch, device, fast)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-                pred = model(x)
-            loss = _masked_loss(loss_fn, pred.float(), y, ok) + _regularization(model)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            n_ok = int(ok.sum())
-            sums["train_loss"] += float(loss.detach()) * n_ok
-            sums["train_images"] += n_ok
-            sums["train_bad"] += _note_bad(batch, bad_seen)
-            if first_step is None:  # steady-state timing starts after the first step
-                first_step = (time.perf_counter(), sums["train_images"])
-            if progress:
-                progress.step(sums)
-        train_seconds = time.perf_counter() - started
-        steady = (sums["train_images"] - first_step[1]) / max(time.perf_counter() - first_step[0], 1e-9) \
-            if first_step else 0.0
-
-        model.eval()
-        for batch in val_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy"):
-            sums["val_bad"] += _note_bad(batch, bad_seen)
-            _validate_batch(model, batch, loss_fn, sums, device, fast)
-
-        totals = _all_reduce(sums, device)
+                                  w.world_size, loop_config.get("progress_every_s", 30.0)) if w.rank == 0 else None
+        train_seconds, steady = _train_epoch(w, train_shard, sums, bad_seen, progress)
+        _validate(w, val_shard, sums, bad_seen)
+        totals = _all_reduce(sums, w.device)
         if totals["train_images"] == 0:
             raise SkinrayError("no training image could be decoded: every file was skipped "
                                "(see the 'skipping' lines above)")
         metrics = _epoch_metrics(epoch, totals, train_seconds)
         metrics["steady_images_per_s"] = steady  # this worker, excluding the wait for the epoch's first batch
         history.append(metrics)
-        if rank == 0:
-            _say(_epoch_line(metrics, cfg.train.epochs))
-            with tempfile.TemporaryDirectory() as tmp:
-                checkpoint.save(tmp, model, cfg, metrics, history, loop_config["fingerprint"],
-                                optimizer=optimizer, epoch=epoch)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                                 checkpoint_dir_name=f"epoch_{epoch:04d}")
-        else:
-            ray.train.report(metrics, checkpoint=None)
+        _report(w, epoch, metrics, history, loop_config["fingerprint"])
 
 
 @dataclass
@@ -351,7 +390,7 @@ def check_resume(cfg: Config, manifest: data.Manifest, s3: storage.S3Options) ->
 def prepare(cfg: Config) -> tuple[data.Manifest, storage.S3Options]:
     """Validate the config and the data (before any Ray work): the manifest and S3 options."""
     cfg.validate()
-    s3 = s3_options(cfg)
+    s3 = storage.S3Options.from_config(cfg.storage)
     _check_init(cfg, s3)
     manifest = data.load_or_build_manifest(cfg, s3)
     n_train, n_val = manifest.count("train"), manifest.count("val")
