@@ -204,7 +204,8 @@ def _setup(cfg: Config) -> _Worker:
 
     model = build_model(cfg.model)
     if cfg.train.init and ray.train.get_checkpoint() is None:  # a resumed run has its own weights
-        model.load_state_dict(checkpoint.load(cfg.train.init, s3=storage.S3Options.from_config(cfg.storage)).model.state_dict())
+        init = checkpoint.load(cfg.train.init, s3=storage.S3Options.from_config(cfg.storage))
+        model.load_state_dict(init.model.state_dict())
     if fast:
         model = channels_last(model)  # Module.to(memory_format=...) refuses the lut's 5-D tables
     model = ray.train.torch.prepare_model(model)
