@@ -42,6 +42,9 @@ FORMAT = "skinray-checkpoint"
 FORMAT_VERSION = 1
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "skinray.json", "training_state.pt"
 BEST_DIR = "best"
+# Sections that older checkpoints (the bundled model's too) carry in their config and the training
+# config no longer has: the archive job's options used to be part of it. Dropped when read.
+LEGACY_SECTIONS = ("enhance",)
 
 
 @dataclass
@@ -110,6 +113,8 @@ def read_metadata(uri: str, s3: storage.S3Options | None = None) -> dict[str, An
     if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{meta_uri}: unknown checkpoint format {meta.get('format')!r} "
                               f"version {meta.get('format_version')!r}")
+    for section in LEGACY_SECTIONS if isinstance(meta.get("config"), dict) else ():
+        meta["config"].pop(section, None)
     return meta
 
 

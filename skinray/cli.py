@@ -205,22 +205,21 @@ _INFERENCE_FLAG_NAMES = {"enhance.precision": "--precision", "enhance.device": "
 
 def enhance_config_from_args(args: argparse.Namespace):
     """The archive job's config: EnhanceConfig's defaults, --config, --set, then the flags."""
-    from skinray.config import load_config, parse_set_flags
+    from skinray.config import JobConfig, load_config, parse_set_flags
 
     overrides = parse_set_flags(args.set)
     overrides.update({f"enhance.{k}": getattr(args, k) for k in _ENHANCE_FLAGS if getattr(args, k) is not None})
     if args.s3_endpoint:
         overrides["storage.s3_endpoint"] = args.s3_endpoint
-    return load_config(args.config, overrides, sections=("enhance", "storage"))
+    return load_config(args.config, overrides, root=JobConfig)
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
-    from skinray import batch
-    from skinray.train import s3_options
+    from skinray import batch, storage
 
     cfg = enhance_config_from_args(args)
     execution = "local" if args.local else "ray" if args.ray else "auto"
-    summary = batch.run(cfg.enhance, s3_options(cfg), ray_address=args.ray_address, execution=execution)
+    summary = batch.run(cfg.enhance, storage.S3Options.from_config(cfg.storage), ray_address=args.ray_address, execution=execution)
     print(f"[skinray] {summary.line()}")
     print(f"[skinray] enhanced images in: {cfg.enhance.output}")
     return 0

@@ -304,36 +304,18 @@ class EnhanceConfig:
                  "refuses an output inside or containing the input, after resolving links)")
 
 
-@dataclass(frozen=True)
-class Config:
-    """Everything one training run needs; saved inside every checkpoint."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    degrade: DegradeConfig = field(default_factory=DegradeConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
-
-    def validate(self, sections: tuple[str, ...] = ("data", "degrade", "model", "train", "storage")) -> "Config":
-        """Check the sections a command uses (training by default; ``enhance`` for that job)."""
-        for name in sections:
-            getattr(self, name).validate()
-        if "ssim" in self.train.loss:
-            _require(self.data.image_size >= SSIM_WINDOW, "data.image_size",
-                     f"{self.data.image_size} px is smaller than the {SSIM_WINDOW}-px SSIM window "
-                     f"of loss {self.train.loss!r}")
-        return self
+class _Sections:
+    """A config file's root: one section (a dataclass) per field, filled from YAML and dotted overrides."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> "Config":
-        """Build a Config from nested dicts; unknown keys and ill-typed values are errors."""
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config"):
+        """Build from nested dicts; unknown keys and ill-typed values are errors."""
         return _build(cls, data, where, prefix="")
 
-    def replace(self, overrides: Mapping[str, Any], where: str = "overrides") -> "Config":
+    def replace(self, overrides: Mapping[str, Any], where: str = "overrides"):
         """A copy with dotted-key overrides applied (``{"train.lr": 0.001}``), type-checked."""
         data = self.to_dict()
         for key, value in overrides.items():
@@ -345,7 +327,40 @@ class Config:
                 raise ConfigError(f"{where}: unknown key {key!r}; fields of {section}: "
                                   f"{sorted(data[section])}")
             data[section][name] = value
-        return Config.from_dict(data, where)
+        return type(self).from_dict(data, where)
+
+    def validate(self, sections: tuple[str, ...] | None = None):
+        """Check the named sections (all by default)."""
+        for name in sections or [f.name for f in fields(self)]:
+            getattr(self, name).validate()
+        return self
+
+
+@dataclass(frozen=True)
+class Config(_Sections):
+    """Everything one training run needs; saved inside every checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def validate(self, sections: tuple[str, ...] | None = None) -> "Config":
+        super().validate(sections)
+        if "ssim" in self.train.loss:
+            _require(self.data.image_size >= SSIM_WINDOW, "data.image_size",
+                     f"{self.data.image_size} px is smaller than the {SSIM_WINDOW}-px SSIM window "
+                     f"of loss {self.train.loss!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class JobConfig(_Sections):
+    """An archive job's config (``skinray enhance --config``): the job and where its storage is."""
+
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
@@ -407,9 +422,10 @@ def _coerce(raw: Any, hint: Any, where: str, key: str) -> Any:
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-                sections: tuple[str, ...] = ("data", "degrade", "model", "train", "storage")) -> Config:
-    """Defaults, then the YAML file (if any), then dotted overrides; the named sections validated."""
-    config = Config()
+                root: type[_Sections] = Config):
+    """Defaults, then the YAML file (if any), then dotted overrides; every section validated.
+    ``root``: :class:`Config` (training) or :class:`JobConfig` (an archive job)."""
+    config = root()
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -418,10 +434,10 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        config = Config.from_dict(data, where=str(path))
+        config = root.from_dict(data, where=str(path))
     if overrides:
         config = config.replace(overrides)
-    return config.validate(sections)
+    return config.validate()
 
 
 def parse_set_flags(items: list[str]) -> dict[str, str]:

@@ -35,6 +35,11 @@ class S3Options:
     region: str | None = None  # None: each bucket's own region (AWS itself), see resolve()
 
     @classmethod
+    def from_config(cls, cfg) -> "S3Options":
+        """The options of a config's ``storage`` section (:class:`skinray.config.StorageConfig`)."""
+        return cls.from_env(cfg.s3_endpoint, cfg.s3_region)
+
+    @classmethod
     def from_env(cls, endpoint: str | None = None, region: str | None = None) -> "S3Options":
         """The options a user set, completed from the environment: the endpoint from
         ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; the region from ``AWS_REGION`` /

@@ -113,15 +113,15 @@ def test_enhance_errors_name_the_flag_the_user_typed(flags, message, capsys):
 def test_jpg_is_jpeg_everywhere(tmp_path):
     from skinray import batch
     from skinray.cli import build_parser
-    from skinray.config import EnhanceConfig, load_config
+    from skinray.config import EnhanceConfig, JobConfig, load_config
     from skinray.serving import BatchRequest
 
     assert build_parser().parse_args(["enhance", "a", "b", "--format", "JPG"]).format == "jpg"
     assert EnhanceConfig(format="jpg").format == "jpeg" and EnhanceConfig(format="JPEG").format == "jpeg"
     (tmp_path / "c.yaml").write_text("enhance: {format: jpg, input: a, output: b}\n")
-    assert load_config(tmp_path / "c.yaml", sections=("enhance",)).enhance.format == "jpeg"
+    assert load_config(tmp_path / "c.yaml", root=JobConfig).enhance.format == "jpeg"
     cfg = load_config(None, {"enhance.format": "jpg", "enhance.input": "a", "enhance.output": "b"},
-                      sections=("enhance",)).enhance
+                      root=JobConfig).enhance
     assert batch.output_key("x/photo.png", cfg.format) == "x/photo.jpg"
     job = BatchRequest(input="a", output="b", format="jpg")
     assert EnhanceConfig(input=job.input, output=job.output, format=job.format).format == "jpeg"

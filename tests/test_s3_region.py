@@ -12,7 +12,6 @@ import pytest
 from skinray import storage
 from skinray.config import load_config
 from skinray.errors import StorageError
-from skinray.train import s3_options
 
 
 @pytest.fixture
@@ -38,7 +37,7 @@ def test_region_order_explicit_environment_profile(aws_profile, monkeypatch, s3_
     monkeypatch.setenv("AWS_REGION", "ca-central-1")
     assert storage.S3Options.from_env(s3_endpoint).region == "ca-central-1"
     cfg = load_config(overrides={"storage.s3_endpoint": s3_endpoint, "storage.s3_region": "sa-east-1"})
-    assert s3_options(cfg).region == "sa-east-1"
+    assert storage.S3Options.from_config(cfg.storage).region == "sa-east-1"
 
 
 def test_no_region_anywhere(aws_profile, s3_endpoint):

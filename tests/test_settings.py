@@ -78,3 +78,15 @@ def test_one_constant_each_for_the_limits_and_tiles():
     init = predict.Enhancer.__init__.__defaults__
     assert init[1:3] == (config.TILE, config.TILE_MARGIN)
     assert AppArgs().max_pixels < config.MAX_PIXELS  # the endpoint's tighter per-request policy
+
+
+def test_the_training_config_no_longer_carries_the_archive_job():
+    import json
+
+    from skinray import checkpoint
+    from skinray.config import Config, JobConfig
+
+    assert "enhance" not in Config().to_dict() and set(JobConfig().to_dict()) == {"enhance", "storage"}
+    saved = json.loads((checkpoint.BUNDLED_DIR / checkpoint.META_FILE).read_text())["config"]
+    assert "enhance" in saved  # written before the split: still loads
+    assert checkpoint.load("bundled").config.model.arch == saved["model"]["arch"]
