@@ -57,21 +57,20 @@ def _examples(items: list[str], limit: int = 5) -> str:
     return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _read_metadata(entry: storage.FileEntry, image_keys: list[str], s3: storage.S3Options | None,
-                   groups: dict[str, str], notes: list[str]) -> None:
-    """Group the images of ``entry``'s folder (``image_keys``) by the lesion, else patient, of
-    their row in this ``metadata.csv``. Whatever is wrong with the file is added to ``notes``
-    (the images concerned are split by their key), never raised."""
+def _open_metadata(entry: storage.FileEntry, n_images: int, s3: storage.S3Options | None,
+                   notes: list[str]) -> tuple[csv.DictReader, list[tuple[str, str]]] | None:
+    """A CSV reader over ``entry`` and its (group column, kind) pairs, or None (with a note) when
+    the file cannot be read or lacks the id or group columns."""
     name = entry.key
     try:
         text = storage.read_bytes(entry.uri, s3).decode("utf-8-sig")
     except SkinrayError as exc:
-        notes.append(f"{name}: unreadable ({exc}); its {len(image_keys)} images are split by file name")
-        return
+        notes.append(f"{name}: unreadable ({exc}); its {n_images} images are split by file name")
+        return None
     except UnicodeDecodeError as exc:
-        notes.append(f"{name}: not UTF-8 text (byte {exc.start}); its {len(image_keys)} images are split by "
+        notes.append(f"{name}: not UTF-8 text (byte {exc.start}); its {n_images} images are split by "
                      f"file name")
-        return
+        return None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in reader.fieldnames or []]
     reader.fieldnames = columns
@@ -79,8 +78,15 @@ def _read_metadata(entry: storage.FileEntry, image_keys: list[str], s3: storage.
     if _ID_COLUMN not in columns or not group_columns:
         wanted = _ID_COLUMN if _ID_COLUMN not in columns else "lesion_id or patient_id"
         notes.append(f"{name}: no {wanted} column (columns: {', '.join(columns) or 'none'}); its "
-                     f"{len(image_keys)} images are split by file name")
-        return
+                     f"{n_images} images are split by file name")
+        return None
+    return reader, group_columns
+
+
+def _metadata_rows(name: str, reader: csv.DictReader, group_columns: list[tuple[str, str]],
+                   notes: list[str]) -> dict[str, str | None]:
+    """{isic_id: group or None} of the file's rows (the first row of an id wins); rows without
+    an id, conflicting duplicates and a malformed line are noted."""
     rows: dict[str, str | None] = {}
     bad_rows: list[str] = []
     try:
@@ -100,6 +106,19 @@ def _read_metadata(entry: storage.FileEntry, image_keys: list[str], s3: storage.
         notes.append(f"{name}: line {reader.line_num}: {exc}; rows from there on are not read")
     if bad_rows:
         notes.append(f"{name}: {len(bad_rows)} rows without an {_ID_COLUMN} ignored ({_examples(bad_rows)})")
+    return rows
+
+
+def _read_metadata(entry: storage.FileEntry, image_keys: list[str], s3: storage.S3Options | None,
+                   groups: dict[str, str], notes: list[str]) -> None:
+    """Group the images of ``entry``'s folder (``image_keys``) by the lesion, else patient, of
+    their row in this ``metadata.csv``. Whatever is wrong with the file is added to ``notes``
+    (the images concerned are split by their key), never raised."""
+    name = entry.key
+    opened = _open_metadata(entry, len(image_keys), s3, notes)
+    if opened is None:
+        return
+    rows = _metadata_rows(name, *opened, notes)
     stems = {posixpath.splitext(posixpath.basename(k))[0]: k for k in image_keys}
     without_row = [k for stem, k in sorted(stems.items()) if stem not in rows]
     without_image = sorted(set(rows) - set(stems))
