@@ -505,6 +505,59 @@ def _cluster_cpus(ray_address: str | None) -> int:
     return max(1, cpus)
 
 
+def _enhance_all(todo: list[dict], cfg: EnhanceConfig, s3, model, execution: str, ray_address: str | None,
+                 progress: _Progress, stats: list[str]) -> list[dict]:
+    """Run the pipeline (``local`` or ``ray``) over ``todo``: the report rows, counted into
+    ``progress`` as each batch comes back."""
+    rows: list[dict] = []
+    if not todo:
+        return rows
+    batches = (_local_batches(todo, cfg, s3, model) if execution == "local"
+               else _ray_batches(todo, cfg, s3, ray_address, stats))
+    for new in batches:
+        rows.extend(new)
+        progress.add(r["status"] for r in new)
+    return rows
+
+
+def _write_manifest(manifest_uri: str, rows: list[dict], counts: dict[str, int], s3) -> None:
+    """The report's rows as Parquet, sorted by key; if it cannot be written (e.g. a full disk),
+    the error carries the counts and the failed keys instead."""
+    table = pa.Table.from_pylist([{k: r[k] for k in REPORT_SCHEMA.names} for r in rows], schema=REPORT_SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.sort_by("key"), sink)
+    try:
+        _write(manifest_uri, sink.getvalue().to_pybytes(), s3, replace=True)
+    except SkinrayError as exc:  # e.g. a full disk: the report's counts and failures go in the error
+        failed = [f"{r['key']} ({r['reason']})" for r in rows if r["status"] == "failed"]
+        parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES)
+        raise StorageError(f"enhance: the report was not written: {exc}; {len(rows)} files ({parts})"
+                           + (f"; failed: {'; '.join(failed[:10])}" + (" ..." if len(failed) > 10 else "")
+                              if failed else "")
+                           + "; outputs written are whole and a re-run skips them") from None
+
+
+def _write_report(cfg: EnhanceConfig, s3, dst, rows: list[dict], model, started_at: str, seconds: float,
+                  execution: str, stats: list[str]) -> EnhanceSummary:
+    """Write the manifest and summary.json under the output's report folder; the run's summary."""
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    manifest_uri = dst.join(f"{REPORT_DIR}/manifest.parquet")
+    summary_uri = dst.join(f"{REPORT_DIR}/summary.json")
+    _write_manifest(manifest_uri, rows, counts, s3)
+    summary = EnhanceSummary(counts=counts, total=len(rows), seconds=seconds,
+                             images_per_s=counts["ok"] / seconds if seconds > 0 else 0.0,
+                             model_id=model.model_id, manifest_uri=manifest_uri, summary_uri=summary_uri, rows=rows,
+                             stats="".join(stats))
+    _write(summary_uri, json.dumps({
+        "input": cfg.input, "output": cfg.output, "model": cfg.model, "model_id": model.model_id,
+        "counts": counts, "total": len(rows), "seconds": seconds, "images_per_s": summary.images_per_s,
+        "started": started_at, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "format": cfg.format, "quality": cfg.quality, "strip_metadata": cfg.strip_metadata,
+        "execution": execution,
+    }, indent=2).encode(), s3, replace=True)
+    return summary
+
+
 def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: str | None = None,
         on_progress: ProgressCallback | None = None, roots: paths.Roots | None = None,
         execution: str = "ray") -> EnhanceSummary:
@@ -526,40 +579,7 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
     progress = _Progress(len(todo) + len(final),
                          callback=ProgressReport(dst, s3, len(todo) + len(final), then=on_progress))
     progress.add(r["status"] for r in final)
-    rows = list(final)
     execution = choose_execution(cfg, todo, execution, ray_address)
     stats: list[str] = []
-    if todo:
-        batches = (_local_batches(todo, cfg, s3, model) if execution == "local"
-                   else _ray_batches(todo, cfg, s3, ray_address, stats))
-        for new in batches:
-            rows.extend(new)
-            progress.add(r["status"] for r in new)
-    seconds = time.time() - started
-    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-    manifest_uri = dst.join(f"{REPORT_DIR}/manifest.parquet")
-    summary_uri = dst.join(f"{REPORT_DIR}/summary.json")
-    table = pa.Table.from_pylist([{k: r[k] for k in REPORT_SCHEMA.names} for r in rows], schema=REPORT_SCHEMA)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table.sort_by("key"), sink)
-    try:
-        _write(manifest_uri, sink.getvalue().to_pybytes(), s3, replace=True)
-    except SkinrayError as exc:  # e.g. a full disk: the report's counts and failures go in the error
-        failed = [f"{r['key']} ({r['reason']})" for r in rows if r["status"] == "failed"]
-        parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES)
-        raise StorageError(f"enhance: the report was not written: {exc}; {len(rows)} files ({parts})"
-                           + (f"; failed: {'; '.join(failed[:10])}" + (" ..." if len(failed) > 10 else "")
-                              if failed else "")
-                           + "; outputs written are whole and a re-run skips them") from None
-    summary = EnhanceSummary(counts=counts, total=len(rows), seconds=seconds,
-                             images_per_s=counts["ok"] / seconds if seconds > 0 else 0.0,
-                             model_id=model.model_id, manifest_uri=manifest_uri, summary_uri=summary_uri, rows=rows,
-                             stats="".join(stats))
-    _write(summary_uri, json.dumps({
-        "input": cfg.input, "output": cfg.output, "model": cfg.model, "model_id": model.model_id,
-        "counts": counts, "total": len(rows), "seconds": seconds, "images_per_s": summary.images_per_s,
-        "started": started_at, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "format": cfg.format, "quality": cfg.quality, "strip_metadata": cfg.strip_metadata,
-        "execution": execution,
-    }, indent=2).encode(), s3, replace=True)
-    return summary
+    rows = list(final) + _enhance_all(todo, cfg, s3, model, execution, ray_address, progress, stats)
+    return _write_report(cfg, s3, dst, rows, model, started_at, time.time() - started, execution, stats)
