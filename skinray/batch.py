@@ -495,11 +495,12 @@ def _ray_batches(todo: list[dict], cfg: EnhanceConfig, s3, ray_address: str | No
 
 
 def _cluster_cpus(ray_address: str | None) -> int:
-    """CPUs for model actors: the cluster's, or this machine's cores for the local Ray (which
-    counts each core twice, see runtime.init_ray: one actor per core, not two)."""
+    """CPUs for model actors: those of the cluster free now (Serve replicas and other jobs keep
+    theirs), or at most this machine's cores for the local Ray (which counts each core twice,
+    see runtime.init_ray: one actor per core, not two)."""
     import ray
 
-    cpus = int(ray.cluster_resources().get("CPU", 0))
+    cpus = int(ray.available_resources().get("CPU", 0))
     if not (ray_address or os.environ.get("RAY_ADDRESS")):
         cpus = min(cpus, os.cpu_count() or 1)
     return max(1, cpus)
