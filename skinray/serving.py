@@ -451,55 +451,70 @@ class EnhanceService:
                 pass
             raise
 
+    @staticmethod
+    def _output_format(format: Optional[str], accept: str) -> str:
+        """``png`` or ``jpeg``: the ``format`` query parameter, else the Accept header; 422 otherwise."""
+        fmt = (format or "").lower() or ("jpeg" if "image/jpeg" in accept else "png")
+        if fmt == "jpg":
+            fmt = "jpeg"
+        if fmt not in MEDIA:
+            raise _error(422, f"unknown format {format!r}: use png or jpeg")
+        return fmt
+
+    def _too_slow(self) -> HTTPException:
+        return _error(503, f"the request did not finish within request_timeout_s="
+                           f"{self.args.request_timeout_s:g}s; retry later or send a smaller image",
+                      {"Retry-After": str(RETRY_AFTER_S)})
+
+    async def _decode(self, stop: threading.Event, data: bytes, image_format: str) -> images.Decoded:
+        """Decode on the executor: 413 or 400 for what the header alone did not show."""
+        try:
+            return await self._in_thread(stop, images.decode_photo, data, self.args.max_pixels, (image_format,))
+        except images.ImageTooLargeError as exc:
+            raise _error(413, f"cannot use this image: {exc}") from None
+        except ImageDecodeError as exc:
+            raise _error(400, f"cannot use this image: {exc}") from None
+
+    async def _restore(self, stop: threading.Event, should_stop, rgb: np.ndarray) -> np.ndarray:
+        """The model's output: tiled on the executor (stoppable between tiles) for a photo larger
+        than one tile, else batched with other requests."""
+        if max(rgb.shape[:2]) > self.enhancer.tile:
+            return await self._in_thread(stop, functools.partial(self.enhancer.enhance, rgb, should_stop))
+        return await self.enhance_batch(rgb)
+
     @api.post("/v1/enhance")
     async def enhance(self, request: Request, format: Optional[str] = None) -> Response:
         started = time.perf_counter()
         deadline = time.monotonic() + self.args.request_timeout_s
         self._authorize(request)
-        fmt = (format or "").lower() or ("jpeg" if "image/jpeg" in request.headers.get("accept", "") else "png")
-        if fmt == "jpg":
-            fmt = "jpeg"
-        if fmt not in MEDIA:
-            raise _error(422, f"unknown format {format!r}: use png or jpeg")
+        fmt = self._output_format(format, request.headers.get("accept", ""))
         content_type, data = await self._image_bytes(request)
         if not data:
             raise _error(400, "empty body: send the image bytes")
         width, height, image_format = self._header(data, content_type, self.args.max_pixels)
         pixels = width * height
-        too_slow = _error(503, f"the request did not finish within request_timeout_s="
-                               f"{self.args.request_timeout_s:g}s; retry later or send a smaller image",
-                          {"Retry-After": str(RETRY_AFTER_S)})
         try:
             await self._budget.acquire(pixels, deadline - time.monotonic())
         except asyncio.TimeoutError:
-            raise too_slow from None
+            raise self._too_slow() from None
         stop = threading.Event()
 
         def should_stop() -> bool:
             return stop.is_set() or time.monotonic() > deadline
 
-        try:
-            try:
-                decoded = await self._in_thread(stop, images.decode_photo, data, self.args.max_pixels,
-                                                (image_format,))
-            except images.ImageTooLargeError as exc:
-                raise _error(413, f"cannot use this image: {exc}") from None
-            except ImageDecodeError as exc:
-                raise _error(400, f"cannot use this image: {exc}") from None
+        try:  # each step drops what it no longer needs, so a request holds one copy of its pixels
+            decoded = await self._decode(stop, data, image_format)
             del data
             rgb, exif, colour = decoded.rgb, decoded.exif, decoded.colour  # sRGB; EXIF upright
             del decoded
             if should_stop():
                 raise EnhanceStopped("deadline")
-            if max(rgb.shape[:2]) > self.enhancer.tile:  # tiled: stoppable between tiles
-                enhanced = await self._in_thread(stop, functools.partial(self.enhancer.enhance, rgb, should_stop))
-            else:  # one tile: batched with other requests
-                enhanced = await self.enhance_batch(rgb)
+            enhanced = await self._restore(stop, should_stop, rgb)
             del rgb
             body = await self._in_thread(stop, images.encode, enhanced, fmt, 95, exif)
             del enhanced
         except EnhanceStopped:
-            raise too_slow from None
+            raise self._too_slow() from None
         finally:
             await self._budget.release(pixels)
         return Response(content=body, media_type=MEDIA[fmt], headers={
