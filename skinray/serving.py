@@ -615,17 +615,18 @@ class EnhanceService:
         return {"jobs": [await asyncio.to_thread(job_view, client, info, self.args.s3_endpoint) for info in jobs]}
 
 
-def build(args: AppArgs) -> Application:
-    """Typed application builder for `serve run serve/config.yaml` / `serve deploy`."""
-    return EnhanceService.bind(args.model_dump())
+def build(args: AppArgs, gpu: bool = False) -> Application:
+    """Typed application builder for `serve run serve/config.yaml` / `serve deploy`; ``gpu``:
+    replicas of GPU_DEPLOYMENT (one GPU each; Ray hides the GPUs from replicas that ask for none)."""
+    return (EnhanceService.options(**GPU_DEPLOYMENT) if gpu else EnhanceService).bind(args.model_dump())
 
 
 def serve_forever(args: AppArgs, host: str, port: int, ray_address: Optional[str] = None) -> None:
     """`skinray serve`: start Serve on host:port (local Ray unless an address is given) and block
     until Ctrl-C or SIGTERM, then remove the application."""
-    from skinray.runtime import init_ray
-
     import signal
+
+    from skinray.runtime import init_ray
 
     def _stop(signum, frame):  # SIGTERM (systemd, Kubernetes, kill) stops like Ctrl-C
         raise KeyboardInterrupt
@@ -633,9 +634,11 @@ def serve_forever(args: AppArgs, host: str, port: int, ray_address: Optional[str
     init_ray(ray_address)
     try:
         serve.start(http_options={"host": host, "port": port})
-        serve.run(build(args), name="skinray", route_prefix="/", blocking=False)
+        gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        serve.run(build(args, gpu), name="skinray", route_prefix="/", blocking=False)
         signal.signal(signal.SIGTERM, _stop)  # after Ray's start-up, which installs its own
-        print(f"[skinray] serving {args.model} on http://{host}:{port}/  (Ctrl-C stops)", flush=True)
+        print(f"[skinray] serving {args.model} on http://{host}:{port}/ ({'one GPU' if gpu else 'CPU'} per replica; "
+              f"Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
