@@ -3,7 +3,7 @@
     python benchmarks/gpu_archive.py [--photos 12] [--width 4000 --height 3000] [--json PATH] [--quick]
 
 Runs without Ray (the device machines have no Ray): the in-process archive job
-(``batch.run(..., execution="local")``, the same stages as a Ray GPU job's actor and tasks) on
+(``archive.run(..., execution="local")``, the same stages as a Ray GPU job's actor and tasks) on
 ``--photos`` synthetic phone JPEGs with ``gpu=True``, then each stage of one photo on its own:
 read + decode and encode (CPU, one thread each, as in a Ray CPU task) and the model on the GPU
 (the Enhancer at the job's precision, 512 px tiles and 2048 px tiles). From those it projects the
@@ -59,7 +59,7 @@ def main() -> None:
     import torch
 
     from one_photo import make_photo
-    from skinray import batch, checkpoint, images
+    from skinray import archive, checkpoint, images
     from skinray.config import EnhanceConfig
     from skinray.predict import Enhancer
 
@@ -85,7 +85,7 @@ def main() -> None:
             (src / f"p{i:04d}.jpg").write_bytes((src / "p0000.jpg").read_bytes())
         cfg = EnhanceConfig(model=args.model, input=str(src), output=str(out), format="jpeg", gpu=gpu)
         started = time.perf_counter()
-        summary = batch.run(cfg, execution="local")
+        summary = archive.run(cfg, execution="local")
         wall = time.perf_counter() - started
         say("job_s", wall, f"in-process archive job (model load included): {wall:.1f} s, {summary.line()}")
         say("job_images_per_s", args.photos / wall, f"  {args.photos / wall:.2f} images/s, "
@@ -97,7 +97,7 @@ def main() -> None:
         seconds = timed(lambda: images.decode_photo(data), 3)
         say("decode_s", seconds, f"read + decode, one CPU thread: {seconds:.3f} s")
         rgb = decoded.rgb
-        jpeg_s, png_s = timed(lambda: batch.encode_for("x.jpg", rgb, 95), 3), timed(lambda: batch.encode_for(
+        jpeg_s, png_s = timed(lambda: archive.encode_for("x.jpg", rgb, 95), 3), timed(lambda: archive.encode_for(
             "x.png", rgb, 95), 1)
         figures["encode_png_s"] = png_s
         say("encode_jpeg_s", jpeg_s, f"encode, one CPU thread: JPEG q95 {jpeg_s:.3f} s, PNG {png_s:.3f} s")

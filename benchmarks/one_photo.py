@@ -62,7 +62,7 @@ def parts(photo: Path, model: str) -> dict[str, float]:
     import torch  # noqa: F401 - its import is a part of every run
 
     found["import torch"] = time.perf_counter() - t
-    from skinray import batch, checkpoint, images
+    from skinray import archive, checkpoint, images
     from skinray.predict import Enhancer, cpu_threads
 
     t = time.perf_counter()
@@ -86,7 +86,7 @@ def parts(photo: Path, model: str) -> dict[str, float]:
     if not (one == many).all():
         sys.exit("threads changed the output bytes")
     t = time.perf_counter()
-    data = batch.encode_for("photo.jpg", many, 95, decoded.exif)
+    data = archive.encode_for("photo.jpg", many, 95, decoded.exif)
     found["encode JPEG q95"] = time.perf_counter() - t
     found["output MB"] = len(data) / 1e6
     return found

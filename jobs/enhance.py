@@ -33,9 +33,9 @@ def split_roots(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
 if __name__ == "__main__":
     argv, roots, writable = split_roots(sys.argv[1:])
     if roots or writable:
-        from skinray import batch, paths
+        from skinray import archive, paths
 
         policy = paths.Roots(tuple(roots), tuple(writable))
         paths.check_roots_config(policy)
-        batch.run = functools.partial(batch.run, roots=policy)  # every path checked against them
+        archive.run = functools.partial(archive.run, roots=policy)  # every path checked against them
     sys.exit(main(["enhance", *argv]))

@@ -215,11 +215,11 @@ def enhance_config_from_args(args: argparse.Namespace):
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
-    from skinray import batch, storage
+    from skinray import archive, storage
 
     cfg = enhance_config_from_args(args)
     execution = "local" if args.local else "ray" if args.ray else "auto"
-    summary = batch.run(cfg.enhance, storage.S3Options.from_config(cfg.storage), ray_address=args.ray_address, execution=execution)
+    summary = archive.run(cfg.enhance, storage.S3Options.from_config(cfg.storage), ray_address=args.ray_address, execution=execution)
     print(f"[skinray] {summary.line()}")
     print(f"[skinray] enhanced images in: {cfg.enhance.output}")
     return 0

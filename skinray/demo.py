@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 
-from skinray import batch, degrade, evaluate, images, storage, synth, viz
+from skinray import archive, degrade, evaluate, images, storage, synth, viz
 from skinray.config import Config, EnhanceConfig
 from skinray.data import split_of
 from skinray.predict import Enhancer
@@ -58,7 +58,7 @@ def run_demo(out: str, count: int = DEMO_IMAGES, overrides: dict | None = None) 
 
     photos, enhanced = out_dir / "photos", out_dir / "enhanced"
     _write_poor_photos(photos, cfg, count=12, size=2 * DEMO_IMAGE_PX)
-    archive = batch.run(EnhanceConfig(model=summary.best_uri, input=str(photos), output=str(enhanced),
+    job = archive.run(EnhanceConfig(model=summary.best_uri, input=str(photos), output=str(enhanced),
                                       overwrite=True))
 
     compared = [summary.best_uri] + ([cfg.train.init] if cfg.train.init else [])  # fine-tuned vs start
@@ -78,7 +78,7 @@ def run_demo(out: str, count: int = DEMO_IMAGES, overrides: dict | None = None) 
         for subset in ("colour", "camera", "clean")))
     print(f"[skinray] validation SSIM: degraded {m['val_ssim_input']:.4f} -> enhanced {m['val_ssim']:.4f}")
     print(f"[skinray] best model (epoch {m['epoch'] + 1}): {summary.best_uri}")
-    print(f"[skinray] archive job: {archive.line()}")
+    print(f"[skinray] archive job: {job.line()}")
     print(f"[skinray] poorly lit photos {photos} enhanced into: {enhanced}")
     print(f"[skinray] samples, loss curve and summary in: {out_dir}")
     print(f"[skinray] evaluation against classical colour correction: {result['report']}")

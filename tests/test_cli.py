@@ -111,7 +111,7 @@ def test_enhance_errors_name_the_flag_the_user_typed(flags, message, capsys):
 
 
 def test_jpg_is_jpeg_everywhere(tmp_path):
-    from skinray import batch
+    from skinray import archive
     from skinray.cli import build_parser
     from skinray.config import EnhanceConfig, JobConfig, load_config
     from skinray.serving import BatchRequest
@@ -122,13 +122,13 @@ def test_jpg_is_jpeg_everywhere(tmp_path):
     assert load_config(tmp_path / "c.yaml", root=JobConfig).enhance.format == "jpeg"
     cfg = load_config(None, {"enhance.format": "jpg", "enhance.input": "a", "enhance.output": "b"},
                       root=JobConfig).enhance
-    assert batch.output_key("x/photo.png", cfg.format) == "x/photo.jpg"
+    assert archive.output_key("x/photo.png", cfg.format) == "x/photo.jpg"
     job = BatchRequest(input="a", output="b", format="jpg")
     assert EnhanceConfig(input=job.input, output=job.output, format=job.format).format == "jpeg"
 
 
 def test_tile_flags_reach_the_config(monkeypatch, tmp_path):
-    from skinray import batch
+    from skinray import archive
 
     seen = {}
 
@@ -136,7 +136,7 @@ def test_tile_flags_reach_the_config(monkeypatch, tmp_path):
         seen.update(tile=cfg.tile, margin=cfg.tile_margin, execution=execution, strip=cfg.strip_metadata)
         raise SystemExit(0)
 
-    monkeypatch.setattr(batch, "run", fake_run)
+    monkeypatch.setattr(archive, "run", fake_run)
     with pytest.raises(SystemExit):
         main(["enhance", str(tmp_path / "a"), str(tmp_path / "b"), "--tile", "384", "--tile-margin", "16",
               "--strip-metadata", "--local"])

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from skinray import batch, checkpoint, images, storage, synth
+from skinray import archive, checkpoint, images, storage, synth
 from skinray.config import Config, EnhanceConfig, ModelConfig, load_config
 from skinray.errors import SkinrayError
 from skinray.model import build_model
@@ -77,7 +77,7 @@ def test_archive_job_survives_a_killed_model_actor(ray_local, model_dir, tmp_pat
 
     def job() -> None:
         try:
-            result["summary"] = batch.run(cfg, execution="ray")
+            result["summary"] = archive.run(cfg, execution="ray")
         except BaseException as exc:  # noqa: BLE001 - reported below
             result["error"] = exc
 
@@ -115,11 +115,11 @@ def test_a_batch_retried_after_its_actor_died_mid_write_keeps_its_own_outputs(mo
     cfg = EnhanceConfig(
         model=str(model_dir), input=str(tmp_path / "in"), output=str(tmp_path / "out")
     )
-    todo, _ = batch.plan(cfg, None)
+    todo, _ = archive.plan(cfg, None)
 
     def attempt() -> dict:
-        decoded = batch.read_decode(batch._numpy_batch(todo), max_pixels=cfg.max_pixels, s3=None)
-        return batch.encode_write(decoded, quality=cfg.quality, s3=None)
+        decoded = archive.read_decode(archive._numpy_batch(todo), max_pixels=cfg.max_pixels, s3=None)
+        return archive.encode_write(decoded, quality=cfg.quality, s3=None)
 
     first = attempt()
     assert list(first["status"]) == ["ok"] * 3
@@ -239,7 +239,7 @@ def test_archive_job_rides_out_an_s3_outage(moto, model_dir, execution, request)
 
     def job() -> None:
         try:
-            result["summary"] = batch.run(cfg, s3, execution=execution)
+            result["summary"] = archive.run(cfg, s3, execution=execution)
         except BaseException as exc:  # noqa: BLE001 - reported below
             result["error"] = exc
         result["ended"] = time.monotonic()
@@ -374,7 +374,7 @@ def test_full_disk_fails_the_rows_that_did_not_fit_and_a_rerun_finishes(
     cfg = EnhanceConfig(
         model=str(model_dir), input=str(tmp_path / "in"), output=str(out), batch_size=4
     )
-    first = batch.run(cfg, execution="local")
+    first = archive.run(cfg, execution="local")
 
     rows = _manifest(out)
     assert sorted(rows) == names
@@ -390,7 +390,7 @@ def test_full_disk_fails_the_rows_that_did_not_fit_and_a_rerun_finishes(
     written = {name: (out / name).stat().st_mtime_ns for name in ok}
 
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)  # space freed
-    second = batch.run(cfg, execution="local")
+    second = archive.run(cfg, execution="local")
     assert second.counts["skipped-existing"] == len(ok) and second.counts["ok"] == len(failed), (
         second.line()
     )
@@ -418,14 +418,14 @@ def test_disk_too_full_for_the_report_says_so_and_which_images_failed(
         os.close(fd)
     cfg = EnhanceConfig(model=str(model_dir), input=str(tmp_path / "in"), output=str(out))
     with pytest.raises(SkinrayError) as err:
-        batch.run(cfg, execution="local")
+        archive.run(cfg, execution="local")
     message = str(err.value)
     assert "No space left on device" in message and "manifest.parquet" in message, message
     assert "3 failed" in message and all(name in message for name in names), message
     assert _files(out) == [], "nothing partial left behind"
 
     filler.unlink()
-    again = batch.run(cfg, execution="local")
+    again = archive.run(cfg, execution="local")
     assert again.counts["ok"] == len(names), again.line()
 
 

@@ -289,14 +289,14 @@ def test_avif_decodes_natively():
 
 
 def test_one_list_of_formats_extensions_and_content_types():
-    from skinray import batch, serving
+    from skinray import archive, serving
 
     assert serving.TYPE_FORMATS is images.CONTENT_TYPES and serving.ENDPOINT_FORMATS == images.ENDPOINT_FORMATS
     assert images.CONTENT_TYPES["image/heic"] == ("HEIF",) and "HEIF" in images.IMAGE_FORMATS
     for formats in images.CONTENT_TYPES.values():
         assert set(formats) - {"MPO"} <= set(images.ENDPOINT_FORMATS)
-    assert batch.output_key("a/IMG_1.HEIC", "same") == "a/IMG_1.jpg", "read-only formats come out as JPEG"
-    assert batch.output_key("a/b.webp", "same") == "a/b.webp"
+    assert archive.output_key("a/IMG_1.HEIC", "same") == "a/IMG_1.jpg", "read-only formats come out as JPEG"
+    assert archive.output_key("a/b.webp", "same") == "a/b.webp"
 
 
 def test_sixteen_bit_gray_keeps_full_precision_until_the_single_rounding():

@@ -7,8 +7,9 @@ import shlex
 import pytest
 
 from skinray import cli, config, paths
+from skinray.archive_jobs import job_entrypoint
 from skinray.config import EnhanceConfig
-from skinray.serving import BODY_EXCLUDED, AppArgs, BatchRequest, job_entrypoint
+from skinray.serving import BODY_EXCLUDED, AppArgs, BatchRequest
 
 FIELDS = [f.name for f in dataclasses.fields(EnhanceConfig)]
 # The enhance command's arguments that are not job options: where it runs and how it is configured.

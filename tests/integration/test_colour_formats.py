@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 from icc_profiles import rgb_profile
-from skinray import batch, checkpoint, images, synth
+from skinray import archive, checkpoint, images, synth
 from skinray.config import Config, EnhanceConfig, ModelConfig
 from skinray.model import build_model
 
@@ -99,9 +99,9 @@ def test_wide_gamut_photo_comes_out_as_its_srgb_conversion(ray_local, identity_m
     files = colour_archive(tmp_path / "in")
     cfg = EnhanceConfig(model=str(identity_model), input=str(tmp_path / "in"), output=str(tmp_path / "out"),
                         format="png")
-    batch.run(cfg)
+    archive.run(cfg)
     check_colour_outputs(tmp_path / "out", files)
-    batch.run(EnhanceConfig(**{**cfg.__dict__, "output": str(tmp_path / "stripped"), "strip_metadata": True}))
+    archive.run(EnhanceConfig(**{**cfg.__dict__, "output": str(tmp_path / "stripped"), "strip_metadata": True}))
     check_colour_outputs(tmp_path / "stripped", files, strip_metadata=True)
 
 
@@ -129,7 +129,7 @@ def test_in_process_and_ray_give_identical_bytes_and_manifests(ray_local, identi
             out = tmp_path / f"out-{model.parent.name}-{execution}"
             cfg = EnhanceConfig(model=str(model), input=str(tmp_path / "in"), output=str(out), format="same",
                                 batch_size=2, tile=256, tile_margin=32)
-            summary = batch.run(cfg, execution=execution)
+            summary = archive.run(cfg, execution=execution)
             assert json.loads((out / "_skinray" / "summary.json").read_text())["execution"] == execution
             assert summary.counts == {"ok": 5, "skipped-existing": 0, "failed": 1, "not-image": 1}
             results[execution] = (_outputs(out), _manifest(out))
@@ -144,17 +144,17 @@ def test_auto_execution_is_local_for_a_small_input_only(monkeypatch):
     from skinray.config import EnhanceConfig as Cfg
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    small = [{"bytes_in": 5_000_000}] * batch.LOCAL_MAX_FILES
+    small = [{"bytes_in": 5_000_000}] * archive.LOCAL_MAX_FILES
     cfg = Cfg(model="m", input="i", output="o")
-    assert batch.choose_execution(cfg, small) == "local"
-    assert batch.choose_execution(cfg, small + small[:1]) == "ray"
-    assert batch.choose_execution(cfg, [{"bytes_in": batch.LOCAL_MAX_BYTES + 1}]) == "ray"
-    assert batch.choose_execution(Cfg(model="m", input="i", output="o", workers=2), small[:1]) == "ray"
-    assert batch.choose_execution(cfg, small[:1], ray_address="ray://head:10001") == "ray"
-    assert batch.choose_execution(cfg, small * 5, "local") == "local"
-    assert batch.choose_execution(cfg, small[:1], "ray") == "ray"
+    assert archive.choose_execution(cfg, small) == "local"
+    assert archive.choose_execution(cfg, small + small[:1]) == "ray"
+    assert archive.choose_execution(cfg, [{"bytes_in": archive.LOCAL_MAX_BYTES + 1}]) == "ray"
+    assert archive.choose_execution(Cfg(model="m", input="i", output="o", workers=2), small[:1]) == "ray"
+    assert archive.choose_execution(cfg, small[:1], ray_address="ray://head:10001") == "ray"
+    assert archive.choose_execution(cfg, small * 5, "local") == "local"
+    assert archive.choose_execution(cfg, small[:1], "ray") == "ray"
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")  # e.g. under `ray job submit`
-    assert batch.choose_execution(cfg, small[:1]) == "ray"
+    assert archive.choose_execution(cfg, small[:1]) == "ray"
 
 
 def test_one_photo_from_the_cli_runs_without_ray(identity_model, tmp_path):

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from skinray import batch, checkpoint, images, storage, synth
+from skinray import archive, checkpoint, images, storage, synth
 from skinray.config import Config, EnhanceConfig, ModelConfig
 from skinray.model import build_model
 from skinray.predict import Enhancer
@@ -88,7 +88,7 @@ def test_folder_to_folder_reports_every_file(ray_local, model_dir, tmp_path):
     files = _archive(tmp_path / "in")
     cfg = EnhanceConfig(model=str(model_dir), input=str(tmp_path / "in"), output=str(tmp_path / "out"),
                         format="png", max_pixels=10_000_000, batch_size=4)
-    summary = batch.run(cfg)
+    summary = archive.run(cfg)
     report = {r["key"]: r for r in pq.read_table(summary.manifest_uri).to_pylist()}
     assert {k: r["status"] for k, r in report.items()} == EXPECTED
     assert "empty file" in report["zero.jpg"]["reason"]
@@ -100,26 +100,26 @@ def test_folder_to_folder_reports_every_file(ray_local, model_dir, tmp_path):
     for key, status in EXPECTED.items():
         if status != "ok":
             continue
-        out_key = batch.output_key(key, "png")
+        out_key = archive.output_key(key, "png")
         assert report[key]["output_key"] == out_key
         written = images.decode((tmp_path / "out" / out_key).read_bytes())
         original = images.decode(files[key])
         assert written.shape == original.shape, f"{key}: same pixel size"
         np.testing.assert_array_equal(written, enhancer.enhance(original), err_msg=f"{key}: one predictor")
 
-    again = batch.run(cfg)
+    again = archive.run(cfg)
     assert again.counts["skipped-existing"] == 9 and again.counts["ok"] == 0
     (tmp_path / "out" / "gray.png").write_bytes(b"half-written garbage")
-    third = batch.run(cfg)
+    third = archive.run(cfg)
     assert third.counts["ok"] == 1 and third.counts["skipped-existing"] == 8, "an invalid output is redone"
 
 
 def test_same_format_keeps_extensions_and_overwrite_redoes(ray_local, model_dir, tmp_path):
     synth.write_dataset(str(tmp_path / "in"), 3, size=48)
     cfg = EnhanceConfig(model=str(model_dir), input=str(tmp_path / "in"), output=str(tmp_path / "out"))
-    assert batch.run(cfg).counts["ok"] == 3
+    assert archive.run(cfg).counts["ok"] == 3
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == [f"skin_0000{i}.jpg" for i in range(3)]
-    redo = batch.run(EnhanceConfig(**{**cfg.__dict__, "overwrite": True}))
+    redo = archive.run(EnhanceConfig(**{**cfg.__dict__, "overwrite": True}))
     assert redo.counts["ok"] == 3
 
 
@@ -134,7 +134,7 @@ def test_s3_to_s3_through_moto(ray_local, model_dir, s3, bucket):
     pafs.copy_files(str(model_dir), prefix, destination_filesystem=fs)
     cfg = EnhanceConfig(model=f"s3://{bucket}/model", input=f"s3://{bucket}/photos",
                         output=f"s3://{bucket}/enhanced", format="png")
-    summary = batch.run(cfg, s3)
+    summary = archive.run(cfg, s3)
     report = {r["key"]: r for r in summary.rows}
     assert [report[f"p{i}.jpg"]["status"] for i in range(3)] == ["ok"] * 3
     assert report["x/../../../escape.jpg"]["status"] == "failed"
@@ -250,20 +250,20 @@ def test_overwrite_replaces_only_what_skinray_wrote(ray_local, model_dir, tmp_pa
     (elsewhere / "victim.png").write_bytes(b"victim")
     (out / "skin_00002.png").symlink_to(elsewhere / "victim.png")
     cfg = EnhanceConfig(model=str(model_dir), input=str(src), output=str(out), format="png")
-    rows = {r["key"]: r for r in batch.run(cfg).rows}
+    rows = {r["key"]: r for r in archive.run(cfg).rows}
     assert rows["skin_00000.jpg"]["status"] == "skipped-existing"
     assert rows["skin_00001.jpg"]["status"] == "failed" and "not replaced" in rows["skin_00001.jpg"]["reason"]
     assert rows["skin_00002.jpg"]["status"] == "failed" and "not replaced" in rows["skin_00002.jpg"]["reason"]
     assert rows["skin_00003.jpg"]["status"] == "ok" and rows["skin_00003.jpg"]["owned"]
 
-    again = {r["key"]: r for r in batch.run(EnhanceConfig(**{**cfg.__dict__, "overwrite": True})).rows}
+    again = {r["key"]: r for r in archive.run(EnhanceConfig(**{**cfg.__dict__, "overwrite": True})).rows}
     for key in ("skin_00000.jpg", "skin_00001.jpg", "skin_00002.jpg"):
         assert again[key]["status"] == "failed" and "no earlier skinray run wrote it" in again[key]["reason"]
     assert again["skin_00003.jpg"]["status"] == "ok", "skinray's own output is redone"
     assert (out / "skin_00000.png").read_bytes() == theirs
     assert (out / "skin_00001.png").read_bytes() == b"someone's notes"
     assert (elsewhere / "victim.png").read_bytes() == b"victim" and (out / "skin_00002.png").is_symlink()
-    third = {r["key"]: r for r in batch.run(EnhanceConfig(**{**cfg.__dict__, "overwrite": True})).rows}
+    third = {r["key"]: r for r in archive.run(EnhanceConfig(**{**cfg.__dict__, "overwrite": True})).rows}
     assert third["skin_00003.jpg"]["status"] == "ok", "ownership is carried from manifest to manifest"
 
 
@@ -279,5 +279,5 @@ def test_a_gpu_job_on_a_cluster_without_gpus_fails_after_a_bounded_wait(ray_loca
                         gpu=True, resource_wait_s=3)
     started = time.time()
     with pytest.raises(SkinrayError, match=r"need 1 GPU .* cluster has 0 GPU after waiting 3s"):
-        batch.run(cfg)
+        archive.run(cfg)
     assert time.time() - started < 30

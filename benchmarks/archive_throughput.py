@@ -1,7 +1,7 @@
 """Archive enhancement throughput and memory, against a plain loop and against the machine's
 compute limit, in one run, for each model named.
 
-    .venv/bin/python benchmarks/batch_throughput.py [--models bundled poster] [--whole 1500]
+    .venv/bin/python benchmarks/archive_throughput.py [--models bundled poster] [--whole 1500]
         [--count 2000] [--memory-small 200] [--size 256] [--repeats 1]
         [--json outputs/benchmarks/batch_throughput.json]   # figures also go to benchmarks/results/
 
@@ -98,7 +98,7 @@ def whole_processes(model: str, src: Path, out: Path, repeats: int) -> dict:
 def compute_limit(model: str, src: Path) -> tuple[float, dict[str, float]]:
     import torch
 
-    from skinray import batch, images
+    from skinray import archive, images
     from skinray.predict import Enhancer
 
     threads = torch.get_num_threads()
@@ -109,7 +109,7 @@ def compute_limit(model: str, src: Path) -> tuple[float, dict[str, float]]:
     enhanced = enhancer.enhance(rgb)
     parts = {}
     for name, fn in (("decode", lambda: images.decode_photo(data)), ("model", lambda: enhancer.enhance(rgb)),
-                     ("encode", lambda: batch.encode_for("x.png", enhanced, 95))):
+                     ("encode", lambda: archive.encode_for("x.png", enhanced, 95))):
         start, n = time.process_time(), 0
         while time.process_time() - start < 1.0 or n < 3:
             fn()
@@ -152,11 +152,11 @@ def peak_memory_during(fn):
 
 
 def ray_job(model: str, src: Path, out: Path):
-    from skinray import batch
+    from skinray import archive
     from skinray.config import EnhanceConfig
 
     cfg = EnhanceConfig(model=model, input=str(src), output=str(out), format="png", overwrite=True)
-    return batch.run(cfg, execution="ray")
+    return archive.run(cfg, execution="ray")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ def _enhance_job():
 
 
 def test_entrypoint_is_jobs_enhance_with_the_options_and_the_roots():
-    from skinray.serving import job_entrypoint
+    from skinray.archive_jobs import job_entrypoint
 
     cfg = EnhanceConfig(model="/m/best", input="/data/in put", output="s3://b/out", format="png", overwrite=True,
                         workers=2)
