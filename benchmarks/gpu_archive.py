@@ -57,8 +57,8 @@ def main() -> None:
 
     import numpy as np
     import torch
-
     from one_photo import make_photo
+
     from skinray import archive, checkpoint, images
     from skinray.config import EnhanceConfig
     from skinray.predict import Enhancer

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from _results import write_result
 
-from skinray import data, degrade, images, synth
+from skinray import degrade, images, ingest, synth
 from skinray.config import load_config
 from skinray.losses import make_loss
 from skinray.model import build_model
@@ -35,7 +35,7 @@ def _pairs(cfg, rows: list[dict], rng: np.random.Generator) -> tuple[torch.Tenso
             torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous())
 
 
-def plain_loop(cfg, manifest: data.Manifest, epochs: int, threads: int, preprocess_each_epoch: bool) -> float:
+def plain_loop(cfg, manifest: ingest.Manifest, epochs: int, threads: int, preprocess_each_epoch: bool) -> float:
     """Images/s of a single-process loop; with ``preprocess_each_epoch`` it also reads, decodes
     and degrades every epoch in the same process (inside the timed region), else it trains on
     pairs prepared once in memory (pure compute)."""
@@ -76,7 +76,7 @@ def main() -> None:
                                      "train.epochs": args.epochs, "train.workers": 1,
                                      "train.cpus_per_worker": args.threads, "model.arch": "poster",
                                      "train.loss": "ssim"})  # the README's figures: the poster network
-        manifest = data.load_or_build_manifest(cfg)
+        manifest = ingest.load_or_build_manifest(cfg)
         compute_only = plain_loop(cfg, manifest, args.epochs, args.threads, preprocess_each_epoch=False)
         with_data = plain_loop(cfg, manifest, args.epochs, args.threads, preprocess_each_epoch=True)
         summary = fit(cfg)

@@ -145,7 +145,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from skinray import data, storage
+    from skinray import ingest, storage
     from skinray.config import DataConfig
     from skinray.progress import ProgressLine, bar
 
@@ -158,18 +158,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         line.update(f"[skinray] ingest {bar(done, total) + ' ' if line.live else ''}{done}/{total} files read",
                     final=done == total)
 
-    manifest = data.build_manifest(args.src, args.val_fraction, args.seed, s3, progress=progress)
+    manifest = ingest.build_manifest(args.src, args.val_fraction, args.seed, s3, progress=progress)
     if manifest.table.num_rows == 0:
         raise SkinrayError(f"{args.src}: no readable images found ({len(manifest.skipped)} unreadable, "
                            f"{manifest.ignored} non-image files)")
-    data.write_manifest(manifest, args.out, s3)
+    ingest.write_manifest(manifest, args.out, s3)
     print(f"[skinray] manifest {args.out}: {manifest.count('train')} train, {manifest.count('val')} val, "
           f"{len(manifest.skipped)} unreadable skipped, {manifest.ignored} non-image files ignored")
     groups = manifest.groups()
     if groups["lesion"] or groups["patient"]:
-        print(f"[skinray] split by {data.METADATA_FILE}: {groups['lesion']} lesions, {groups['patient']} patients "
+        print(f"[skinray] split by {ingest.METADATA_FILE}: {groups['lesion']} lesions, {groups['patient']} patients "
               f"(images without a lesion id), {groups['key']} images by file name"
-              + (f"; {len(manifest.notes)} problems in {data.METADATA_FILE} (warned above)" if manifest.notes else ""))
+              + (f"; {len(manifest.notes)} problems in {ingest.METADATA_FILE} (warned above)" if manifest.notes else ""))
     return 0
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from skinray import archive, degrade, evaluate, images, storage, synth, viz
 from skinray.config import Config, EnhanceConfig
-from skinray.data import split_of
+from skinray.ingest import split_of
 from skinray.predict import Enhancer
 from skinray.train import fit
 

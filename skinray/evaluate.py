@@ -42,7 +42,7 @@ import scipy.sparse as sparse
 import scipy.sparse.linalg as sparse_linalg
 import torch
 
-from skinray import baselines, colour, data, degrade, images, lut, storage, viz
+from skinray import baselines, colour, degrade, images, ingest, lut, storage, viz
 from skinray.config import POSTER_DEGRADE, Config, DegradeConfig
 from skinray.errors import SkinrayError
 from skinray.metrics import psnr, ssim_per_image
@@ -91,7 +91,7 @@ class Scores:
 def load_split(data_uri: str, cfg: Config, size: int, limit: int, split: str,
                s3: storage.S3Options | None) -> list[tuple[str, np.ndarray]]:
     """(key, clean uint8 image at size x size) of one split ("val", "train" or "all"), by key."""
-    manifest = data.load_or_build_manifest(cfg.replace({"data.source": data_uri}), s3)
+    manifest = ingest.load_or_build_manifest(cfg.replace({"data.source": data_uri}), s3)
     rows = [r for r in manifest.table.to_pylist() if split == "all" or r["split"] == split]
     rows = sorted(rows, key=lambda r: r["key"])[:limit]
     return [(r["key"], images.resize_square(images.decode(storage.read_bytes(r["uri"], s3)), size)) for r in rows]

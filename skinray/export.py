@@ -266,9 +266,9 @@ class OnnxEnhancer:
     contract above (``uint8 (H, W, 3)`` in and out, like :class:`skinray.predict.Enhancer`)."""
 
     def __init__(self, folder: str):
-        import onnxruntime as ort
-
         from pathlib import Path
+
+        import onnxruntime as ort
 
         self.meta = json.loads((Path(folder) / META_FILE).read_text())
         self.sessions = {name: ort.InferenceSession(str(Path(folder) / g["file"]), providers=["CPUExecutionProvider"])

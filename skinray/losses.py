@@ -11,7 +11,9 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - SSIM (pytorch-msssim, 11-px Gaussian window, data_range=1), averaged over the batch."""
-    from pytorch_msssim import ssim  # here: the other losses (benchmarks/gpu_check.py) run without it
+    from pytorch_msssim import (
+        ssim,  # here: the other losses (benchmarks/gpu_check.py) run without it
+    )
 
     return 1.0 - ssim(pred.float(), target.float(), data_range=1.0, size_average=True)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from skinray import checkpoint, data, storage
+from skinray import checkpoint, data, ingest, storage
 from skinray.config import Config
 from skinray.errors import SkinrayError
 from skinray.losses import make_loss
@@ -353,7 +353,7 @@ def latest_checkpoint(cfg: Config, s3: storage.S3Options) -> str | None:
                            f"{run_uri}") from None
 
 
-def check_resume(cfg: Config, manifest: data.Manifest, s3: storage.S3Options) -> str | None:
+def check_resume(cfg: Config, manifest: ingest.Manifest, s3: storage.S3Options) -> str | None:
     """Before Ray starts: if this run resumes, check that the stored run trained the same model on
     the same data (fingerprint and split) with the same degradations, and that its training state
     is safe to load. ``train.resume=force`` accepts other data or degradations. Returns the
@@ -388,12 +388,12 @@ def check_resume(cfg: Config, manifest: data.Manifest, s3: storage.S3Options) ->
     return latest
 
 
-def prepare(cfg: Config) -> tuple[data.Manifest, storage.S3Options]:
+def prepare(cfg: Config) -> tuple[ingest.Manifest, storage.S3Options]:
     """Validate the config and the data (before any Ray work): the manifest and S3 options."""
     cfg.validate()
     s3 = storage.S3Options.from_config(cfg.storage)
     _check_init(cfg, s3)
-    manifest = data.load_or_build_manifest(cfg, s3)
+    manifest = ingest.load_or_build_manifest(cfg, s3)
     n_train, n_val = manifest.count("train"), manifest.count("val")
     if n_train == 0 or n_val == 0:
         raise SkinrayError(f"{cfg.data.source}: found {n_train} training and {n_val} validation images "
@@ -404,7 +404,7 @@ def prepare(cfg: Config) -> tuple[data.Manifest, storage.S3Options]:
     return manifest, s3
 
 
-def make_trainer(cfg: Config, manifest: data.Manifest, s3: storage.S3Options, callbacks: Sequence = (),
+def make_trainer(cfg: Config, manifest: ingest.Manifest, s3: storage.S3Options, callbacks: Sequence = (),
                  keep_best_by: tuple[str, str] = ("val_loss", "min")):
     """The Ray Train TorchTrainer of one run (Ray must be initialised). ``callbacks`` go to its
     RunConfig (the tuner passes Tune's report callback); ``keep_best_by`` (metric, min|max)
@@ -467,7 +467,7 @@ def _root_cause(exc: BaseException) -> str:
     return text[-1] if text else type(seen).__name__
 
 
-def _export_best(cfg: Config, result, manifest: data.Manifest, s3: storage.S3Options) -> FitSummary:
+def _export_best(cfg: Config, result, manifest: ingest.Manifest, s3: storage.S3Options) -> FitSummary:
     """Copy the checkpoint with the lowest validation loss to STORAGE/NAME/best."""
     run_uri = storage.join(cfg.train.storage, cfg.train.name)
 

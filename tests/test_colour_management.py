@@ -8,9 +8,9 @@ import io
 
 import numpy as np
 import pytest
+from icc_profiles import gray_profile, rgb_profile
 from PIL import Image, ImageCms, ImageOps
 
-from icc_profiles import gray_profile, rgb_profile
 from skinray import images
 
 _ORIENTATION, _MAKE = 0x0112, 0x010F

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from skinray import data, degrade, images, storage, synth
+from skinray import data, degrade, images, ingest, storage, synth
 from skinray.config import load_config
 
 
 def test_split_is_stable_when_images_are_added():
-    first = {f"img_{i}.jpg": data.split_of(f"img_{i}.jpg", 0.3, seed=0) for i in range(1000)}
-    more = {f"img_{i}.jpg": data.split_of(f"img_{i}.jpg", 0.3, seed=0) for i in range(2000)}
+    first = {f"img_{i}.jpg": ingest.split_of(f"img_{i}.jpg", 0.3, seed=0) for i in range(1000)}
+    more = {f"img_{i}.jpg": ingest.split_of(f"img_{i}.jpg", 0.3, seed=0) for i in range(2000)}
     assert all(more[k] == v for k, v in first.items())
     share = sum(v == "val" for v in more.values()) / len(more)
     assert 0.27 < share < 0.33
@@ -18,7 +18,7 @@ def test_manifest_hashes_splits_and_reports_bad_files(tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "text.png").write_bytes(b"not an image")
     (tmp_path / "notes.txt").write_text("ignored")
-    manifest = data.build_manifest(str(tmp_path), 0.3, seed=0)
+    manifest = ingest.build_manifest(str(tmp_path), 0.3, seed=0)
     assert manifest.table.num_rows == 10
     assert sorted(k for k, _ in manifest.skipped) == ["empty.jpg", "text.png"]
     assert manifest.ignored == 1
@@ -26,11 +26,11 @@ def test_manifest_hashes_splits_and_reports_bad_files(tmp_path):
     assert len(row["sha256"]) == 64 and row["width"] == 32 and row["format"] == "JPEG"
     assert manifest.count("train") + manifest.count("val") == 10
 
-    data.write_manifest(manifest, str(tmp_path / "m.parquet"))
-    again = data.read_manifest(str(tmp_path / "m.parquet"))
+    ingest.write_manifest(manifest, str(tmp_path / "m.parquet"))
+    again = ingest.read_manifest(str(tmp_path / "m.parquet"))
     assert again.fingerprint() == manifest.fingerprint()
     (tmp_path / "skin_00000.jpg").write_bytes(b"changed")
-    assert data.build_manifest(str(tmp_path), 0.3).fingerprint() != manifest.fingerprint()
+    assert ingest.build_manifest(str(tmp_path), 0.3).fingerprint() != manifest.fingerprint()
 
 
 def _pairs(ds) -> dict:
@@ -51,7 +51,7 @@ def pipeline(ray_local, tmp_path_factory):
     good = (big / "skin_00000.jpg").read_bytes()  # large enough that half of it keeps the header
     (root / "truncated.jpg").write_bytes(good[: len(good) // 2])
     cfg = load_config(overrides={"data.source": str(root), "data.image_size": 24, "data.val_fraction": 0.25})
-    manifest = data.build_manifest(str(root), 0.25, seed=0)
+    manifest = ingest.build_manifest(str(root), 0.25, seed=0)
     return cfg, manifest, data.pair_datasets(manifest, cfg)
 
 

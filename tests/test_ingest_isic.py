@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from skinray import cli, data
+from skinray import cli, ingest
 from skinray.config import load_config
 
 COLUMNS = ["isic_id", "attribution", "copyright_license", "age_approx", "anatom_site_general",
@@ -55,7 +55,7 @@ def _write_csv(path: Path, rows: list[dict], columns=COLUMNS) -> None:
         writer.writerows(rows)
 
 
-def _splits_by(manifest: data.Manifest, rows: list[dict], column: str) -> dict[str, set[str]]:
+def _splits_by(manifest: ingest.Manifest, rows: list[dict], column: str) -> dict[str, set[str]]:
     split = dict(zip(manifest.table["key"].to_pylist(), manifest.table["split"].to_pylist()))
     out = defaultdict(set)
     for row in rows:
@@ -72,10 +72,10 @@ def test_no_lesion_in_both_splits_and_ingest_matches_training(tmp_path, capsys):
     by_key = defaultdict(set)
     for row in rows:
         if row["lesion_id"]:
-            by_key[row["lesion_id"]].add(data.split_of(f"{row['isic_id']}.jpg", 0.3))
+            by_key[row["lesion_id"]].add(ingest.split_of(f"{row['isic_id']}.jpg", 0.3))
     assert any(len(s) == 2 for s in by_key.values()), "the test data would not show a leak"
 
-    manifest = data.build_manifest(str(root), 0.3, seed=0)
+    manifest = ingest.build_manifest(str(root), 0.3, seed=0)
     assert manifest.table.num_rows == len(rows) and manifest.notes == []
     lesions = _splits_by(manifest, rows, "lesion_id")
     assert len(lesions) == 40 and all(len(s) == 1 for s in lesions.values()), "a lesion is in both splits"
@@ -91,22 +91,22 @@ def test_no_lesion_in_both_splits_and_ingest_matches_training(tmp_path, capsys):
     ingested = pq.read_table(out)
     # training straight from the folder (no ingest) builds the same split
     cfg = load_config(overrides={"data.source": str(root), "data.val_fraction": 0.3})
-    direct = data.load_or_build_manifest(cfg)
+    direct = ingest.load_or_build_manifest(cfg)
     assert sorted(zip(ingested["key"].to_pylist(), ingested["split"].to_pylist())) == \
         sorted(zip(direct.table["key"].to_pylist(), direct.table["split"].to_pylist()))
-    assert data.read_manifest(str(out)).fingerprint() == direct.fingerprint()
+    assert ingest.read_manifest(str(out)).fingerprint() == direct.fingerprint()
 
 
 def test_adding_images_moves_no_existing_one(tmp_path):
     root = tmp_path / "isic"
     rows = _isic_folder(root, lesions=20)
-    before = data.build_manifest(str(root), 0.3)
+    before = ingest.build_manifest(str(root), 0.3)
     # a later download: more photos of the same lesions and new lesions, one metadata.csv for all
     more = _isic_folder(tmp_path / "more", lesions=20, start=10)
     for row in more:
         (root / f"{row['isic_id']}.jpg").write_bytes((tmp_path / "more" / f"{row['isic_id']}.jpg").read_bytes())
     _write_csv(root / "metadata.csv", rows + more)
-    after = data.build_manifest(str(root), 0.3)
+    after = ingest.build_manifest(str(root), 0.3)
     old = dict(zip(before.table["key"].to_pylist(), before.table["split"].to_pylist()))
     new = dict(zip(after.table["key"].to_pylist(), after.table["split"].to_pylist()))
     assert len(new) == len(old) + len(more) and all(new[k] == v for k, v in old.items())
@@ -119,7 +119,7 @@ def test_bad_metadata_rows_are_reported_not_fatal(tmp_path, caplog):
     extra = [{"isic_id": "ISIC_9999999", "lesion_id": "IL_9999999", "patient_id": ""},  # no image
              {"isic_id": "", "lesion_id": "IL_0000001", "patient_id": ""}]  # no isic_id
     _write_csv(root / "metadata.csv", rows[1:] + extra)  # rows[0]: an image without a row
-    manifest = data.build_manifest(str(root), 0.3)
+    manifest = ingest.build_manifest(str(root), 0.3)
     assert manifest.table.num_rows == len(rows), "every readable image is kept"
     notes = "\n".join(manifest.notes)
     assert "1 images have no row, split by file name (ISIC_0000000.jpg)" in notes
@@ -135,15 +135,15 @@ def test_metadata_without_the_id_or_group_columns_splits_by_key(tmp_path):
     root = tmp_path / "isic"
     rows = _isic_folder(root, lesions=5)
     _write_csv(root / "metadata.csv", rows, columns=["attribution", "lesion_id"])
-    manifest = data.build_manifest(str(root), 0.3)
+    manifest = ingest.build_manifest(str(root), 0.3)
     assert manifest.table.num_rows == len(rows)
     assert manifest.notes == [f"metadata.csv: no isic_id column (columns: attribution, lesion_id); its "
                               f"{len(rows)} images are split by file name"]
     _write_csv(root / "metadata.csv", rows, columns=["isic_id", "sex"])
-    assert "no lesion_id or patient_id column" in data.build_manifest(str(root), 0.3).notes[0]
+    assert "no lesion_id or patient_id column" in ingest.build_manifest(str(root), 0.3).notes[0]
     (root / "metadata.csv").write_bytes(b"isic_id,lesion_id\n\xff\xfe,IL_1\n")
-    assert "not UTF-8 text" in data.build_manifest(str(root), 0.3).notes[0]
-    assert set(data.build_manifest(str(root), 0.3).table["group"].to_pylist()) == \
+    assert "not UTF-8 text" in ingest.build_manifest(str(root), 0.3).notes[0]
+    assert set(ingest.build_manifest(str(root), 0.3).table["group"].to_pylist()) == \
         {f"{r['isic_id']}.jpg" for r in rows}
 
 
@@ -152,9 +152,9 @@ def test_manifest_written_before_groups_still_reads(tmp_path):
     root.mkdir()
     for i in range(4):
         (root / f"p{i}.jpg").write_bytes(_jpeg(i))
-    manifest = data.build_manifest(str(root), 0.5)
+    manifest = ingest.build_manifest(str(root), 0.5)
     old = manifest.table.drop_columns(["group"])
     pq.write_table(old, tmp_path / "old.parquet")
-    again = data.read_manifest(str(tmp_path / "old.parquet"))
+    again = ingest.read_manifest(str(tmp_path / "old.parquet"))
     assert again.table["group"].to_pylist() == again.table["key"].to_pylist()
     assert again.fingerprint() == manifest.fingerprint()

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from icc_profiles import rgb_profile
 from PIL import Image, ImageCms, ImageOps
 
-from icc_profiles import rgb_profile
 from skinray import archive, checkpoint, images, synth
 from skinray.config import Config, EnhanceConfig, ModelConfig
 from skinray.model import build_model
