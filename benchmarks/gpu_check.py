@@ -156,7 +156,8 @@ def inference(args, device: torch.device, report: Report) -> None:
             if key in base and key in fast:
                 report.put("inference", precision, f"speedup_{key}", fast[key] / base[key])
         if "speedup_batch_images_per_s" in fast and "speedup_photo_megapixels_per_s" in fast:
-            print(f"  speed-up {precision} / fp32: {fast['speedup_batch_images_per_s']:.2f}x on {args.size} px batches, "
+            print(f"  speed-up {precision} / fp32: {fast['speedup_batch_images_per_s']:.2f}x on "
+                  f"{args.size} px batches, "
                   f"{fast['speedup_photo_megapixels_per_s']:.2f}x on the {mp_big:.1f}-MP photo", flush=True)
 
 
@@ -197,7 +198,8 @@ def training(args, device: torch.device, report: Report) -> None:
     rows = report.data["training"]
     if "images_per_s" in rows.get("fp32", {}) and "images_per_s" in rows.get("bf16+channels_last", {}):
         ratio = rows["bf16+channels_last"]["images_per_s"] / rows["fp32"]["images_per_s"]
-        report.put("training", "bf16+channels_last", "speedup", ratio, f"  speed-up bf16+channels_last / fp32: {ratio:.2f}x")
+        report.put("training", "bf16+channels_last", "speedup", ratio,
+                   f"  speed-up bf16+channels_last / fp32: {ratio:.2f}x")
 
 
 def main() -> None:

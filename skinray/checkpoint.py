@@ -148,7 +148,8 @@ def load(uri: str | Path, device: str | torch.device = "cpu", s3: storage.S3Opti
     except SkinrayError:
         raise CheckpointError(f"{uri}: {MODEL_FILE} is missing") from None
     except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"{uri}: {MODEL_FILE} is corrupt or does not match the saved config ({str(exc)[:200]})") from None
+        raise CheckpointError(f"{uri}: {MODEL_FILE} is corrupt or does not match the saved config "
+                              f"({str(exc)[:200]})") from None
     model.to(device).eval()
     return LoadedModel(model=model, config=config, metrics=meta.get("metrics", {}),
                        history=meta.get("history", []), fingerprint=meta.get("data_fingerprint", ""),

@@ -169,7 +169,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if groups["lesion"] or groups["patient"]:
         print(f"[skinray] split by {ingest.METADATA_FILE}: {groups['lesion']} lesions, {groups['patient']} patients "
               f"(images without a lesion id), {groups['key']} images by file name"
-              + (f"; {len(manifest.notes)} problems in {ingest.METADATA_FILE} (warned above)" if manifest.notes else ""))
+              + (f"; {len(manifest.notes)} problems in {ingest.METADATA_FILE} (warned above)"
+                 if manifest.notes else ""))
     return 0
 
 
@@ -219,7 +220,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
     cfg = enhance_config_from_args(args)
     execution = "local" if args.local else "ray" if args.ray else "auto"
-    summary = archive.run(cfg.enhance, storage.S3Options.from_config(cfg.storage), ray_address=args.ray_address, execution=execution)
+    summary = archive.run(cfg.enhance, storage.S3Options.from_config(cfg.storage), ray_address=args.ray_address,
+                          execution=execution)
     print(f"[skinray] {summary.line()}")
     print(f"[skinray] enhanced images in: {cfg.enhance.output}")
     return 0

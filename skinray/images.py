@@ -148,7 +148,8 @@ def _colour_transform(icc: bytes, mode: str) -> tuple[ImageCms.ImageCmsTransform
         return None, "srgb", ""
     if mode not in _PROFILE_MODES.get(space, ()):
         return (None, "profile unsupported: treated as sRGB",
-                f"embedded ICC profile {name!r} is for {space or 'unknown'} data but the image is {mode}: treated as sRGB")
+                f"embedded ICC profile {name!r} is for {space or 'unknown'} data but the image is {mode}: "
+                f"treated as sRGB")
     try:
         transform = ImageCms.buildTransform(profile, srgb_profile(), "RGB" if space == "RGB" else mode, "RGB",
                                             renderingIntent=RENDERING_INTENT, flags=ImageCms.Flags.NOCACHE)

@@ -46,7 +46,8 @@ def _imagecms_srgb(rgb: np.ndarray, icc: bytes) -> np.ndarray:
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF", "JPEG"])
 def test_a_wide_gamut_photo_is_converted_to_srgb_upright_with_its_exif(fmt):
     arr, icc = _photo(), rgb_profile()
-    data = _save(Image.fromarray(arr), fmt, icc_profile=icc, exif=_exif(6), **({"quality": 100} if fmt == "JPEG" else {}))
+    quality = {"quality": 100} if fmt == "JPEG" else {}
+    data = _save(Image.fromarray(arr), fmt, icc_profile=icc, exif=_exif(6), **quality)
     # the file's own decoded pixels, upright (orientation 6: 90 degrees clockwise; Pillow's TIFF
     # plugin applies it on load)
     stored = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))

@@ -42,7 +42,7 @@ def test_onnx_runtime_matches_the_enhancer_within_one_grey_level(tmp_path, arch)
     export.export(uri, str(out))
     meta = json.loads((out / export.META_FILE).read_text())
     assert meta["arch"] == arch and meta["model_id"] == checkpoint.load(uri).model_id
-    for name, graph in meta["graphs"].items():  # batch, height and width are symbolic in every image input
+    for graph in meta["graphs"].values():  # batch, height and width are symbolic in every image input
         model = onnx.load(str(out / graph["file"]))
         onnx.checker.check_model(model)
         for tensor in model.graph.input:

@@ -120,7 +120,7 @@ def _manifest(out: Path) -> list[dict]:
 def test_in_process_and_ray_give_identical_bytes_and_manifests(ray_local, identity_model, model_dir_small, tmp_path):
     import json
 
-    files = colour_archive(tmp_path / "in")
+    colour_archive(tmp_path / "in")
     (tmp_path / "in" / "big.jpg").write_bytes(_save(Image.fromarray(synth.skin_image(4, 1, 700)[:520]), "JPEG"))
     (tmp_path / "in" / "notes.txt").write_bytes(b"not a photo")
     for model in (identity_model, model_dir_small):  # the identity, and a model that changes pixels

@@ -163,7 +163,8 @@ def test_interrupted_run_resumes_without_duplicates(model_dir, tmp_path):
     first.wait()
     done_before = len(list(out.glob("*.png")))
     log.close()
-    assert 0 < done_before < 150, f"killed mid-way; exited by itself with {exited}: {(tmp_path / 'first.log').read_text()[-3000:]}"
+    printed = (tmp_path / "first.log").read_text()[-3000:]
+    assert 0 < done_before < 150, f"killed mid-way; exited by itself with {exited}: {printed}"
     assert not (out / "_skinray" / "summary.json").exists()
 
     second = subprocess.run(args, capture_output=True, text=True, timeout=600)

@@ -426,7 +426,8 @@ def test_skinray_serve_command(endpoint, free_port, tmp_path):
         deadline = time.time() + 150
         while time.time() < deadline and proc.poll() is None and not any("[skinray] serving" in x for x in lines):
             time.sleep(0.5)
-        assert any(f"http://127.0.0.1:{port}/ (CPU per replica" in x for x in lines), f"not ready: {proc.poll()} {lines[-20:]}"
+        ready = f"http://127.0.0.1:{port}/ (CPU per replica"
+        assert any(ready in x for x in lines), f"not ready: {proc.poll()} {lines[-20:]}"
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).status_code == 200
         r = httpx.post(f"http://127.0.0.1:{port}/v1/enhance", content=_jpeg(synth.skin_image(0, 7, 40)),
                        headers={"Content-Type": "image/jpeg"}, timeout=60)
