@@ -263,7 +263,8 @@ class EnhanceConfig:
     quality: int = _option(95, "JPEG quality")
     overwrite: bool = _option(False, "redo outputs that already exist (only files an earlier skinray run "
                                      "wrote); else outputs that exist and decode are skipped (resume)")
-    workers: int = _option(1, "model actors (each holds one model; one GPU each with gpu)")
+    workers: int = _option(1, "model actors, each holding one model (with gpu: one GPU each); CPU jobs run "
+                                 "at least this many, one per free core")
     gpu: bool = _option(False, "one GPU per model actor")
     batch_size: int = _option(8, "images per model call")
     max_pixels: int = _option(MAX_PIXELS, "refuse larger images before decoding "
