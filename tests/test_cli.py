@@ -14,6 +14,7 @@ def _run(*args, timeout=120):
     return subprocess.run([*SKINRAY, *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.integration  # runs the skinray command in a subprocess
 @pytest.mark.parametrize("flags, message", [
     (["--lr", "-1"], "--lr: must be > 0, got -1.0 (train.lr)"),
     (["--loss", "mse"], "argument --loss: invalid choice: 'mse'"),
@@ -32,24 +33,28 @@ def test_invalid_config_is_rejected_before_ray_starts(flags, message, tmp_path):
     assert "ray imported: False" in result.stderr, result.stderr
 
 
+@pytest.mark.integration  # runs the skinray command in a subprocess
 def test_missing_folder_is_one_line(tmp_path):
     result = _run("train", "--data", str(tmp_path / "nowhere"), "--epochs", "1")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "nowhere: no such folder" in result.stderr
 
 
+@pytest.mark.integration  # runs the skinray command in a subprocess
 def test_empty_dataset_says_what_to_do(tmp_path):
     (tmp_path / "readme.txt").write_text("no images here")
     result = _run("train", "--data", str(tmp_path), "--epochs", "1")
     assert result.returncode == 2 and "found 0 training and 0 validation images" in result.stderr
 
 
+@pytest.mark.integration  # runs the skinray command in a subprocess
 def test_missing_bucket_is_one_line(s3_endpoint, aws_env):
     result = _run("train", "--data", "s3://no-such-bucket/images", "--s3-endpoint", s3_endpoint)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "s3://no-such-bucket/images: the bucket does not exist" in result.stderr
 
 
+@pytest.mark.integration  # runs the skinray command in a subprocess
 def test_synth_then_ingest_writes_a_manifest(tmp_path):
     assert _run("synth", str(tmp_path / "imgs"), "--count", "12", "--size", "32").returncode == 0
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8 nope")

@@ -55,6 +55,7 @@ def pipeline(ray_local, tmp_path_factory):
     return cfg, manifest, data.pair_datasets(manifest, cfg)
 
 
+@pytest.mark.integration  # a Ray Data pipeline
 def test_pairs_are_degraded_input_and_clean_target(pipeline):
     cfg, manifest, datasets = pipeline
     rows = _pairs(datasets["train"])
@@ -78,6 +79,7 @@ def test_pairs_are_degraded_input_and_clean_target(pipeline):
     assert changed > 0.95, "the other inputs are degraded"
 
 
+@pytest.mark.integration  # a Ray Data pipeline
 def test_configured_subset_shares_and_a_new_draw_each_epoch(pipeline):
     cfg, _, datasets = pipeline
     d = cfg.degrade
@@ -95,6 +97,7 @@ def test_configured_subset_shares_and_a_new_draw_each_epoch(pipeline):
     assert not all(np.array_equal(epoch1[k][1], epoch2[k][1]) for k in good)
 
 
+@pytest.mark.integration  # a Ray Data pipeline
 def test_validation_degradations_are_fixed(pipeline):
     _, _, datasets = pipeline
     first, second = _pairs(datasets["val"]), _pairs(datasets["val"])
@@ -104,6 +107,7 @@ def test_validation_degradations_are_fixed(pipeline):
         np.testing.assert_array_equal(first[key][1], second[key][1])
 
 
+@pytest.mark.integration  # a Ray Data pipeline
 def test_undecodable_file_is_flagged_with_its_reason(pipeline):
     _, manifest, datasets = pipeline
     split = dict(zip(manifest.table["key"].to_pylist(), manifest.table["split"].to_pylist()))

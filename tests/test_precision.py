@@ -99,6 +99,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+@pytest.mark.integration  # runs the skinray command in a subprocess
 def test_cli_names_the_precision_flag(tmp_path):
     result = _cli("enhance", str(tmp_path / "in"), str(tmp_path / "out"), "--precision", "fp16")
     assert result.returncode == 2
@@ -119,6 +120,7 @@ def test_cli_names_the_precision_flag(tmp_path):
             assert result.stderr.startswith("skinray: error: --precision: fp16 needs a GPU (cuda or mps)")
 
 
+@pytest.mark.integration  # runs the skinray command in a subprocess
 def test_cli_enhance_bf16_writes_photos(tmp_path):
     from PIL import Image
 
