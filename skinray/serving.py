@@ -76,9 +76,9 @@ class AppArgs(BaseModel):
     # Requests per model call. None: 8 on a GPU, 1 on a CPU. On a CPU the Enhancer runs each
     # photo on its own (stacking measured slower: poster 0.79x unbatched, benchmarks/
     # serve_latency.py, 2 cores), so 8 there only gathers requests into one worker call: with the
-    # bundled model, 16 clients, 1-CPU replica, 1.33x and 1.15x unbatched req/s in two runs, p95
-    # 1.1-1.3 s vs 1.6-2.7 s, one request alone 79-80 vs 73-76 ms. Kept at 1 until measured on
-    # more than one noisy machine; set max_batch_size 8 for throughput.
+    # bundled model, 16 clients, 1-CPU replica, 1.33x and 1.15x unbatched req/s in two runs on a
+    # loaded machine, but 1.02x (19.2 vs 18.9 req/s, p95 974 vs 972 ms) on the idle machine, with
+    # one request alone 70 vs 66 ms: kept at 1 on a CPU.
     max_batch_size: Optional[int] = None
     batch_wait_timeout_s: float = 0.005
     # Inference arithmetic: auto = bf16 (fp16 without bf16) with channels_last on a GPU replica,
