@@ -42,8 +42,9 @@ def _machine() -> dict[str, Any]:
 
 
 def write_result(name: str, figures: dict[str, Any], *, params: dict[str, Any] | None = None,
-                 out_dir: str | Path | None = None) -> Path:
-    """Write one run's figures to ``out_dir`` (default benchmarks/results/) and return the path."""
+                 out_dir: str | Path | None = None, also: str | Path | None = None) -> Path:
+    """Write one run's figures to ``out_dir`` (default benchmarks/results/) and return the path;
+    ``also`` (a benchmark's ``--json``): the figures alone to that file too."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     record = {
         "benchmark": name,
@@ -65,4 +66,8 @@ def write_result(name: str, figures: dict[str, Any], *, params: dict[str, Any] |
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     tmp.replace(path)
     print(f"result: {path}", flush=True)
+    if also:
+        Path(also).parent.mkdir(parents=True, exist_ok=True)
+        Path(also).write_text(json.dumps(figures, indent=2, default=str))
+        print(f"figures: {also}", flush=True)
     return path

@@ -3,7 +3,7 @@ compute limit, in one run, for each model named.
 
     .venv/bin/python benchmarks/archive_throughput.py [--models bundled poster] [--whole 1500]
         [--count 2000] [--memory-small 200] [--size 256] [--repeats 1]
-        [--json outputs/benchmarks/batch_throughput.json]   # figures also go to benchmarks/results/
+        [--json outputs/benchmarks/archive_throughput.json]   # figures also go to benchmarks/results/
 
 For each model (``bundled``: the shipped lut model; ``poster``: an untrained poster network, the
 same compute as a trained one):
@@ -24,7 +24,6 @@ same compute as a trained one):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -227,11 +226,7 @@ def main() -> None:
                       + f"] -> a/c {a / c:.2f}; peak RSS {peak / 2**20:.0f} MiB vs {small_peak / 2**20:.0f} MiB at "
                       f"{args.memory_small} images ({peak / max(small_peak, 1):.2f}x)", flush=True)
                 print(f"[{name}] Ray Data stats of the {args.count}-image run:\n{summary.stats}", flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-        print(f"figures: {args.json}")
-    write_result('batch_throughput', results, params=vars(args))
+    write_result('archive_throughput', results, params=vars(args), also=args.json)
 
 
 if __name__ == "__main__":

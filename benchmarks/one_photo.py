@@ -15,7 +15,6 @@ Writes the figures as JSON under benchmarks/results/ (and to ``--json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -127,11 +126,7 @@ def main() -> None:
         result["parts_s"] = parts(folder / "photo.jpg", args.model)
         print("parts (in this process, one after another): "
               + ", ".join(f"{k} {v:.2f}" for k, v in result["parts_s"].items()))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"figures: {args.json}")
-    write_result('one_photo', result, params=vars(args))
+    write_result('one_photo', result, params=vars(args), also=args.json)
 
 
 if __name__ == "__main__":

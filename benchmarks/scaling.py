@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _results import write_result  # noqa: E402
-from batch_throughput import make_inputs  # noqa: E402
+from archive_throughput import make_inputs  # noqa: E402
 
 
 def free_port() -> int:
@@ -90,11 +90,7 @@ def main() -> None:
     print(f"median img/s: 1 node {one:.2f}, 2 nodes {two:.2f} -> 2 nodes / 1 node {two / one:.2f}x "
           f"(goal >= 1.7x; {args.count} x {args.size}px, model {args.model}, {os.cpu_count()} cores)")
     figures = {"cores": os.cpu_count(), "images_per_s": rates, "median": {"1": one, "2": two}, "ratio": two / one}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({**figures, **vars(args)}, indent=2))
-        print(f"figures: {args.json}")
-    write_result('scaling', figures, params=vars(args))
+    write_result('scaling', figures, params=vars(args), also=args.json)
 
 
 if __name__ == "__main__":
