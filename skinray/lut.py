@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from PIL import ImageFilter
 
 
 def identity_lut(size: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -30,6 +31,15 @@ def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     out = F.grid_sample(lut, grid.to(lut.dtype), mode="bilinear", padding_mode="border",
                         align_corners=True)  # (N, 3, 1, H, W)
     return out.reshape(n, 3, h, w)
+
+
+def to_pillow(table: torch.Tensor) -> ImageFilter.Color3DLUT:
+    """One image's table ``(1, 3, D, D, D)`` as Pillow's ``Color3DLUT``, which applies it to 8-bit
+    RGB pixels in C: the same trilinear interpolation in fixed point (1/64 of a grey level; table
+    values limited to [-2, 2]), within 1 grey level of :func:`apply_lut` rounded to 8 bits."""
+    d = table.shape[-1]
+    flat = table[0].permute(1, 2, 3, 0).reshape(-1).float().cpu().numpy()  # [b, g, r, c]: c fastest, then r
+    return ImageFilter.Color3DLUT(d, flat, channels=3)
 
 
 def identity_curves(points: int, device: torch.device | str | None = None) -> torch.Tensor:

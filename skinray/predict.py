@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from skinray import checkpoint, lut, storage
 from skinray.checkpoint import LoadedModel
@@ -97,14 +98,21 @@ class Enhancer:
         self.model = loaded.model.to(self.device).eval()
         if self._dtype is not None and self.device.type == "cuda":
             self.model = channels_last(self.model)
-        # Models that work at 1/a resolution (lut: a = 4) need windows that start on multiples of
-        # a, or tiles would see the image on another sampling grid than the whole image does.
-        align = getattr(self.model, "ALIGN", 1)
+        # Models that work at 1/a resolution (lut's detail branch: a = 4) need windows that start
+        # on multiples of a, or tiles would see the image on another sampling grid than the whole
+        # image does. A model that states its receptive radius (``halo``; 0 for a colour-only lut,
+        # whose output pixel depends on its input pixel alone) needs no more margin than that.
+        align, halo = getattr(self.model, "ALIGN", 1), getattr(self.model, "halo", None)
+        margin = margin if halo is None else min(margin, halo)
         self.tile, self.margin = tile, -(-margin // align) * align
         self.step = (tile - 2 * self.margin) // align * align  # side of the kept centre of each window
         if self.step < 1:
             raise ValueError(f"tile ({tile}) must be larger than twice the margin ({self.margin}) "
                              f"plus {align} pixels for this model")
+        # A colour-only lut on the CPU maps each pixel through one table per image: Pillow's
+        # Color3DLUT applies it to the 8-bit pixels in C (36 against 100 ms per megapixel for
+        # grid_sample on floats, one thread), in strips of ``step`` rows, ``threads`` at a time.
+        self._lookup = self.device.type == "cpu" and halo == 0 and hasattr(self.model, "mapping")
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: str | torch.device | None = None,
@@ -173,6 +181,22 @@ class Enhancer:
         with self._autocast():
             return self.model.context_from_means(feature_sum / count, pixel_sum / count)  # (1, C, 1, 1)
 
+    def _each(self, work: Callable[..., None], items: list[tuple]) -> None:
+        """``work(*item)`` for every item, ``threads`` at a time (torch and Pillow release the GIL
+        inside their kernels); a stop or an error drops the items not yet started."""
+        if self.threads == 1 or len(items) <= 1:
+            for item in items:
+                work(*item)
+            return
+        with ThreadPoolExecutor(min(self.threads, len(items)), thread_name_prefix="skinray-tile") as pool:
+            futures = [pool.submit(work, *item) for item in items]
+            try:
+                for future in futures:
+                    future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
     def _tiled(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         context = self._whole_image_context(image) if self.model.uses_global_context else None
         out = np.empty_like(image)
@@ -182,21 +206,21 @@ class Enhancer:
                 raise EnhanceStopped("stopped between tiles (should_stop)")
             out[kept] = self._forward(image[None, window[0], window[1]], context)[0][centre]
 
-        windows = list(self._windows(*image.shape[:2]))
-        if self.threads == 1 or len(windows) == 1:
-            for window in windows:
-                one_tile(*window)
-            return out
-        # Tiles are independent once the context is known: ``threads`` of them at once, each a
-        # whole forward pass on its own thread (torch releases the GIL inside its kernels).
-        with ThreadPoolExecutor(min(self.threads, len(windows)), thread_name_prefix="skinray-tile") as pool:
-            futures = [pool.submit(one_tile, *window) for window in windows]
-            try:
-                for future in futures:
-                    future.result()
-            finally:  # a stop or an error: the tiles not yet started are dropped
-                for future in futures:
-                    future.cancel()
+        self._each(one_tile, list(self._windows(*image.shape[:2])))  # independent once the context is known
+        return out
+
+    @torch.no_grad()
+    def _looked_up(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """A colour-only lut on the CPU: the whole image's table, applied by Pillow strip by strip."""
+        table = lut.to_pillow(self.model.mapping(self._whole_image_context(image).float()))
+        out = np.empty_like(image)
+
+        def strip(rows: slice) -> None:
+            if should_stop is not None and should_stop():  # checked between strips
+                raise EnhanceStopped("stopped between strips (should_stop)")
+            out[rows] = np.asarray(Image.fromarray(np.ascontiguousarray(image[rows])).filter(table))
+
+        self._each(strip, [(slice(y, y + self.step),) for y in range(0, image.shape[0], self.step)])
         return out
 
     def enhance_batch(self, images: Sequence[np.ndarray],
@@ -209,7 +233,9 @@ class Enhancer:
             image = np.asarray(image, np.uint8)
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected an (H, W, 3) uint8 image, got shape {image.shape}")
-            if max(image.shape[:2]) > self.tile:
+            if self._lookup:
+                results[i] = self._looked_up(image, should_stop)
+            elif max(image.shape[:2]) > self.tile:
                 results[i] = self._tiled(image, should_stop)
             else:
                 same_size[image.shape[:2]].append(i)
@@ -226,12 +252,7 @@ class Enhancer:
             for i, out in zip(indices, enhanced):
                 results[i] = out
 
-        if self.threads == 1 or len(groups) <= 1:
-            for indices in groups:
-                run(indices)
-        else:
-            with ThreadPoolExecutor(min(self.threads, len(groups)), thread_name_prefix="skinray-image") as pool:
-                list(pool.map(run, groups))
+        self._each(run, [(indices,) for indices in groups])
         return results  # type: ignore[return-value]
 
     def enhance(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:

@@ -73,3 +73,45 @@ def test_threads_and_batch_mates_leave_each_photo_as_it_is_alone():
     assert all(np.abs(a.astype(int) - p).max() > 0 for a, p in zip(alone, photos)), "the model changed them"
     with pytest.raises(ValueError, match="threads"):
         Enhancer(loaded, "cpu", threads=0)
+
+
+def _colour_only_lut(**kwargs) -> Enhancer:
+    """A trained-looking colour-only `lut` (the default model's architecture: no detail branch)."""
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(arch="lut", width=0))
+    model = build_model(cfg.model).eval()
+    torch.nn.init.normal_(model.predict[-1].weight, std=0.05)
+    return Enhancer(LoadedModel(model, cfg, {}), "cpu", **kwargs)
+
+
+def test_colour_only_lut_on_cpu_is_the_model_within_a_grey_level_in_any_strips():
+    """On the CPU a colour-only lut maps 8-bit pixels through Pillow's 3-D table in strips: the
+    model's own float output within 1 grey level, the same bytes whatever the strip height and
+    thread count, and no tile margin (its pixels do not depend on their neighbours)."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (700, 450, 3), dtype=np.uint8)
+    enhancer = _colour_only_lut(tile=4096)
+    assert enhancer.margin == 0
+    with torch.no_grad():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        reference = (enhancer.model(x)[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    out = enhancer.enhance(image)
+    difference = np.abs(out.astype(int) - reference)
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.05
+    assert np.abs(out.astype(int) - image).mean() > 2, "the trained-looking model changes colours"
+    for strips in (_colour_only_lut(tile=64, margin=8), _colour_only_lut(tile=200, threads=2)):
+        np.testing.assert_array_equal(strips.enhance(image), out)
+
+
+def test_colour_only_lut_stops_between_strips():
+    from skinray.errors import EnhanceStopped
+
+    calls = []
+
+    def stop_on_third() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    with pytest.raises(EnhanceStopped):
+        _colour_only_lut(tile=64, margin=0).enhance(np.zeros((640, 64, 3), np.uint8), should_stop=stop_on_third)
+    assert len(calls) == 3, "strips after the stop are not computed"
