@@ -147,13 +147,17 @@ POSTER_DEGRADE = DegradeConfig(
 @dataclass(frozen=True)
 class ModelConfig:
     """The network (:mod:`skinray.model`). ``lut`` (default): an image-adaptive colour lookup
-    (curves + 3x4 + 3-D table predicted from a whole-image thumbnail) plus a light detail branch.
-    ``poster``: the poster's autoencoder (with ``width`` 32, ``depth`` 4, ``dropout`` 0.15 and
-    concat skips: jobs/configs/poster.yaml); ``context`` adds a global context vector and an
-    identity residual output, ``affine`` a per-image 3x4 colour transform on top."""
+    (curves + 3x4 + 3-D table predicted from a whole-image thumbnail), with an optional detail
+    branch (``width`` > 0; off by default: it measured no gain on camera faults at three times the
+    cost per pixel, docs/models.md). ``poster``: the poster's autoencoder (with ``width`` 32,
+    ``depth`` 4, ``dropout`` 0.15 and concat skips: jobs/configs/poster.yaml); ``context`` adds a
+    global context vector and an identity residual output, ``affine`` a per-image 3x4 colour
+    transform on top."""
 
     arch: str = "lut"  # lut (default) | poster | context | affine
-    width: int = 32  # channels of the first layer, doubled deeper (lut: detail branch at 1/4 res, 0 = off)
+    # Channels of the first layer, doubled deeper; lut: of its detail branch at 1/4 resolution,
+    # 0 = off. Not given: the architecture's default, lut 0 and the others 32.
+    width: int | None = None
     depth: int = 4  # conv layers, even: half encoder, half decoder (lut: 2x the detail blocks at 1/4 res)
     dropout: float = 0.15
     skip: str = "concat"  # encoder-to-decoder skip style: concat | add | none
@@ -162,6 +166,10 @@ class ModelConfig:
     curve_points: int = 32  # lut: samples of each per-channel 1-D curve
     thumbnail: int = 64  # lut: side of the whole-image thumbnail the colour head sees
 
+    def __post_init__(self) -> None:
+        if self.width is None:
+            object.__setattr__(self, "width", 0 if self.arch == "lut" else 32)
+
     def validate(self) -> None:
         _require(self.arch in ARCHS, "model.arch", f"unknown {self.arch!r}; choose from {ARCHS}")
         _require(self.depth >= 2 and self.depth % 2 == 0, "model.depth",
@@ -169,7 +177,8 @@ class ModelConfig:
         _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
         _require(self.skip in SKIPS, "model.skip", f"unknown {self.skip!r}; choose from {SKIPS}")
         _require(self.width >= (0 if self.arch == "lut" else 1), "model.width",
-                 f"must be >= 1 (>= 0 for lut), got {self.width}")
+                 f"must be >= 1 for arch {self.arch} (32 is its usual width), got {self.width}"
+                 if self.arch != "lut" else f"must be >= 0 (0: no detail branch), got {self.width}")
         _require(2 <= self.lut_size <= 65, "model.lut_size", f"must be in [2, 65], got {self.lut_size}")
         _require(self.lut_bases >= 1, "model.lut_bases", f"must be >= 1, got {self.lut_bases}")
         _require(self.curve_points >= 2, "model.curve_points", f"must be >= 2, got {self.curve_points}")

@@ -52,8 +52,10 @@ def test_fp32_and_cpu_auto_are_the_plain_float32_pass_bit_for_bit(arch):
         np.testing.assert_array_equal(enhancer.enhance(image), expected)
 
 
-def test_bf16_on_cpu_stays_within_a_grey_level_of_fp32():
-    """The bundled model on synthetic skin photos, whole (256 px) and tiled (1000x900)."""
+def test_bf16_on_cpu_leaves_the_colour_only_bundled_model_as_in_fp32():
+    """The bundled model on synthetic skin photos, whole (256 px) and large (1000x900): its colour
+    path runs in float32 under any precision (a half-precision table moves pixels by a grey level)
+    and it has no detail branch, so bf16 gives the fp32 bytes."""
     loaded = checkpoint.load("bundled")
     photos = [skin_image(0, i, 256) for i in range(3)]
     photos.append(np.kron(skin_image(0, 9, 250), np.ones((4, 4, 1), np.uint8))[:1000, :900])
@@ -61,9 +63,9 @@ def test_bf16_on_cpu_stays_within_a_grey_level_of_fp32():
     bf16_enhancer = Enhancer(loaded, "cpu", precision="bf16")
     assert bf16_enhancer.precision == "bf16"
     bf16 = bf16_enhancer.enhance_batch(photos)
-    worst = max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(fp32, bf16))
-    assert worst <= 2, f"bf16 is {worst} grey levels from fp32"
-    assert any((a != b).any() for a, b in zip(fp32, bf16)), "bf16 was not used (identical to fp32)"
+    assert loaded.config.model.width == 0
+    for a, b in zip(fp32, bf16):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("arch", ["poster", "lut"])

@@ -81,13 +81,17 @@ def test_one_constant_each_for_the_limits_and_tiles():
     assert AppArgs().max_pixels < config.MAX_PIXELS  # the endpoint's tighter per-request policy
 
 
-def test_the_training_config_no_longer_carries_the_archive_job():
+def test_the_training_config_no_longer_carries_the_archive_job(tmp_path):
     import json
+    import shutil
 
     from skinray import checkpoint
     from skinray.config import Config, JobConfig
 
     assert "enhance" not in Config().to_dict() and set(JobConfig().to_dict()) == {"enhance", "storage"}
-    saved = json.loads((checkpoint.BUNDLED_DIR / checkpoint.META_FILE).read_text())["config"]
-    assert "enhance" in saved  # written before the split: still loads
-    assert checkpoint.load("bundled").config.model.arch == saved["model"]["arch"]
+    old = tmp_path / "old"  # a checkpoint written before the split carries an "enhance" section: still loads
+    shutil.copytree(checkpoint.BUNDLED_DIR, old)
+    meta = json.loads((old / checkpoint.META_FILE).read_text())
+    meta["config"]["enhance"] = {"model": "bundled", "input": "", "output": "", "tile": 512}
+    (old / checkpoint.META_FILE).write_text(json.dumps(meta))
+    assert checkpoint.load(str(old)).config.model.arch == meta["config"]["model"]["arch"]
