@@ -16,7 +16,7 @@ from skinray.predict import Enhancer
 from skinray.train import fit
 
 # Small enough for a laptop CPU in a few minutes: the default recipe (the `lut` model: a colour
-# lookup predicted from the whole image plus a light detail branch; per-image PSNR loss, cosine
+# lookup predicted from the whole image; per-image PSNR loss, cosine
 # learning rate) on 64 px crops, fine-tuned from the bundled model (`make model`), as one would
 # adapt it to one's own archive. The poster's recipe is jobs/configs/poster.yaml.
 DEMO_OVERRIDES = {

@@ -233,10 +233,9 @@ class Enhancer:
             image = np.asarray(image, np.uint8)
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected an (H, W, 3) uint8 image, got shape {image.shape}")
-            if self._lookup:
-                results[i] = self._looked_up(image, should_stop)
-            elif max(image.shape[:2]) > self.tile:
-                results[i] = self._tiled(image, should_stop)
+            # Large: its strips (lookup) or tiles over the threads; the others: images over the threads.
+            if image.shape[0] > self.step if self._lookup else max(image.shape[:2]) > self.tile:
+                results[i] = self._looked_up(image, should_stop) if self._lookup else self._tiled(image, should_stop)
             else:
                 same_size[image.shape[:2]].append(i)
         groups = list(same_size.values())
@@ -248,6 +247,10 @@ class Enhancer:
             groups = [[i] for group in groups for i in group]
 
         def run(indices: list[int]) -> None:
+            if self._lookup:  # one strip each
+                for i in indices:
+                    results[i] = self._looked_up(np.asarray(images[i], np.uint8), should_stop)
+                return
             enhanced = self._forward(np.stack([np.asarray(images[i], np.uint8) for i in indices]))
             for i, out in zip(indices, enhanced):
                 results[i] = out
