@@ -10,9 +10,10 @@ output depends on the whole image are split so that tiled inference stays exact,
 
 * ``lut``: ``colour.onnx`` maps the whole image's thumbnail (``thumbnail`` x ``thumbnail``, an
   area average, :func:`thumbnail`) to the image's colour parameters ``params (N, P)``;
-  ``enhance.onnx`` maps ``(image, params)`` to the output. ``enhance.onnx`` is local (receptive
-  radius < 32 px), so windows starting on multiples of 4 px with 32 px of margin, all given the
-  same ``params``, reproduce the whole-image output.
+  ``enhance.onnx`` maps ``(image, params)`` to the output. ``enhance.onnx`` is local, so windows
+  all given the same ``params`` reproduce the whole-image output: with no margin for a
+  colour-only lut (each pixel on its own), else starting on multiples of 4 px with 32 px of
+  margin (a detail branch's receptive radius is < 32 px).
 * ``context`` / ``affine``: ``encode.onnx`` gives the deepest features ``(N, C, H, W)``;
   ``context.onnx`` maps their mean over the whole image and the mean pixel to ``context``;
   ``enhance.onnx`` maps ``(image, context)`` to the output (for tiles: sum the features and pixels
@@ -35,6 +36,7 @@ from torch import nn
 
 import skinray
 from skinray import checkpoint, storage
+from skinray.config import TILE_MARGIN
 from skinray.errors import SkinrayError
 
 FORMATS = ("onnx",)
@@ -154,7 +156,7 @@ def _onnx_bytes(graph: _Graph) -> bytes:
 
 def metadata(loaded: checkpoint.LoadedModel, graphs: list[_Graph]) -> dict[str, Any]:
     cfg = loaded.config.model
-    align = getattr(loaded.model, "ALIGN", 1)
+    align, halo = getattr(loaded.model, "ALIGN", 1), getattr(loaded.model, "halo", None)
     return {
         "format": "skinray-onnx", "format_version": 1, "skinray_version": skinray.__version__,
         "torch_version": torch.__version__, "opset": OPSET, "model_id": loaded.model_id, "source": loaded.uri,
@@ -164,7 +166,8 @@ def metadata(loaded: checkpoint.LoadedModel, graphs: list[_Graph]) -> dict[str, 
         "graphs": {g.name: {"file": f"{g.name}.onnx", "inputs": list(g.inputs), "outputs": g.outputs,
                             "what": g.doc} for g in graphs},
         "thumbnail": cfg.thumbnail if cfg.arch == "lut" else None,
-        "tiling": {"align": align, "margin": 32, "global": cfg.arch != "poster",
+        "tiling": {"align": align, "margin": TILE_MARGIN if halo is None else min(halo, TILE_MARGIN),
+                   "global": cfg.arch != "poster",
                    "rule": "windows start on multiples of align, with margin px of context on every side "
                            "(clipped at the border); keep each window's centre; whole-image inputs "
                            "(thumbnail, means) are computed once for the whole image"},
@@ -223,7 +226,7 @@ def export(model_uri: str, out: str, fmt: str = "onnx", s3: storage.S3Options | 
     files["README.md"] = _README.format(
         model_id=loaded.model_id, version=skinray.__version__, opset=OPSET, source=loaded.uri,
         arch=meta["arch"], meta=META_FILE, graphs=lines, tiling=meta["tiling"]["rule"] +
-        f" (align {meta['tiling']['align']} px, margin 32 px)",
+        f" (align {meta['tiling']['align']} px, margin {meta['tiling']['margin']} px)",
         pipeline=_PIPELINES[meta["arch"]].format(t=meta["thumbnail"])).encode()
     written = []
     for name, data in files.items():
