@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skinray import checkpoint, images, paths, storage
-from skinray.config import EnhanceConfig
+from skinray.config import BATCH_BYTES, EnhanceConfig
 from skinray.errors import SkinrayError, StorageError
 from skinray.progress import ProgressLine, bar
 
@@ -206,6 +206,11 @@ def read_decode(batch: dict[str, np.ndarray], *, max_pixels: int, s3,
             "warning": np.array(warning, dtype=object), "exif": np.array(exif, dtype=object)}
 
 
+def _read_decode_files(batch: dict[str, np.ndarray], **kwargs) -> dict[str, np.ndarray]:
+    """CPU task of GPU jobs: :func:`read_decode` on one batch of files (a Ray Data ``files`` row)."""
+    return read_decode(_unpack(batch), **kwargs)
+
+
 class EnhanceStage:
     """Actor: holds one Enhancer (loaded once) and enhances the decoded images of each batch."""
 
@@ -258,6 +263,7 @@ class CpuStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cfg = self.cfg
+        batch = _unpack(batch) if "files" in batch else batch  # a Ray Data row of files, or the rows in-process
         batch = read_decode(batch, max_pixels=cfg.max_pixels, s3=self.s3, follow_symlinks=cfg.follow_symlinks)
         return encode_write(self.stage(batch), quality=cfg.quality, s3=self.s3, strip_metadata=cfg.strip_metadata)
 
@@ -420,6 +426,26 @@ def _numpy_batch(rows: list[dict]) -> dict[str, np.ndarray]:
     return batch
 
 
+def batches(todo: list[dict], max_files: int, max_bytes: int = BATCH_BYTES) -> list[list[dict]]:
+    """Consecutive rows in batches of at most ``max_files`` files and ``max_bytes`` of input (a
+    larger file is a batch of its own): many small photos share a call, large ones do not."""
+    out: list[list[dict]] = []
+    size = 0
+    for row in todo:
+        if not out or len(out[-1]) >= max_files or size + int(row["bytes_in"]) > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(row)
+        size += int(row["bytes_in"])
+    return out
+
+
+def _unpack(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A Ray Data batch of ``files`` rows (each one batch of :func:`batches`, as JSON) -> that
+    batch's rows as columns."""
+    return _numpy_batch([row for files in batch["files"] for row in json.loads(files)])
+
+
 def _report_rows(batch: dict[str, np.ndarray]) -> list[dict]:
     columns = {name: batch[name].tolist() if isinstance(batch[name], np.ndarray) else list(batch[name])
                for name in REPORT_SCHEMA.names}
@@ -451,8 +477,8 @@ def _local_batches(todo: list[dict], cfg: EnhanceConfig, s3, loaded):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for start in range(0, len(todo), cfg.batch_size):
-            yield _report_rows(fused(_numpy_batch(todo[start:start + cfg.batch_size])))
+        for rows in batches(todo, cfg.batch_size):
+            yield _report_rows(fused(_numpy_batch(rows)))
     finally:
         torch.set_num_threads(threads)
 
@@ -469,21 +495,24 @@ def _ray_batches(todo: list[dict], cfg: EnhanceConfig, s3, ray_address: str | No
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.wait_for_min_actors_s = max(1, int(cfg.resource_wait_s))  # the actors, once resources exist
-    ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // cfg.batch_size, 1000)))
+    # One row per batch of files (batches(): by count and by bytes), one batch per call: each
+    # stage gets the files of one batch (batch_size=1 on the rows, then whole blocks).
+    items = [{"files": json.dumps(rows)} for rows in batches(todo, cfg.batch_size)]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
     if cfg.gpu:  # CPU tasks decode and encode; the GPU actors only run the model
-        ds = ds.map_batches(read_decode, batch_format="numpy", batch_size=cfg.batch_size,
+        ds = ds.map_batches(_read_decode_files, batch_format="numpy", batch_size=1,
                             fn_kwargs={"max_pixels": cfg.max_pixels, "s3": s3,
                                        "follow_symlinks": cfg.follow_symlinks})
-        ds = ds.map_batches(EnhanceStage, batch_format="numpy", batch_size=cfg.batch_size,
+        ds = ds.map_batches(EnhanceStage, batch_format="numpy", batch_size=None,
                             fn_constructor_kwargs={"model_uri": cfg.model, "s3": s3, "tile": cfg.tile,
                                                    "margin": cfg.tile_margin, "precision": cfg.precision,
                                                    "device": "cuda"},
                             compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_gpus=1, num_cpus=0)
-        ds = ds.map_batches(encode_write, batch_format="numpy", batch_size=cfg.batch_size,
+        ds = ds.map_batches(encode_write, batch_format="numpy", batch_size=None,
                             fn_kwargs={"quality": cfg.quality, "s3": s3, "strip_metadata": cfg.strip_metadata})
     else:  # one CpuStage actor per CPU does the whole path (at least enhance.workers of them)
         actors = max(cfg.workers, _cluster_cpus(ray_address))
-        ds = ds.map_batches(CpuStage, batch_format="numpy", batch_size=cfg.batch_size,
+        ds = ds.map_batches(CpuStage, batch_format="numpy", batch_size=1,
                             fn_constructor_kwargs={"cfg": cfg, "s3": s3},
                             compute=ray.data.ActorPoolStrategy(min_size=cfg.workers, max_size=actors,
                                                                initial_size=actors),
