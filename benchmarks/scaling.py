@@ -15,7 +15,8 @@ cluster it started (cluster/local/stop.sh with its port) whatever happens.
 On a 2-core machine two 1-CPU nodes use all the cores, and the head's processes and the driver
 share them: the ratio shows the machine's limit as much as the job's. images/s includes the
 job's fixed start (connecting, planning, loading the model in each actor: several seconds), so
-small counts understate the ratio (300 images here: 1.30x; 1,500: 1.87x).
+small counts understate the ratio (first bundled model: 300 images 1.30x, 1,500 images 1.87x; the
+colour-only model, lighter per photo, 1.65x at 1,500 and 1.62x at 3,000: docs/figures.md).
 """
 
 from __future__ import annotations
