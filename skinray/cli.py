@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import sys
 import typing
@@ -441,7 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = args.command in _QUIET_COMMANDS and not args.verbose
     try:
         with runtime.quiet_ray_output(args.command) if quiet else contextlib.nullcontext():
-            return args.func(args)
+            code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at interpreter exit
+        return code
     except SkinrayError as exc:
         message = str(exc)
         if isinstance(exc, ConfigError):
@@ -451,6 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("skinray: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `skinray info ... | head`: the reader left; no traceback at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -149,3 +149,14 @@ def test_tile_flags_reach_the_config(monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         main(["enhance", str(tmp_path / "a"), str(tmp_path / "b")])
     assert seen["execution"] == "auto" and seen["strip"] is False
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`skinray info bundled --json | head -1`: the pipe closes before skinray writes; it stops
+    quietly with 141 (128 + SIGPIPE, as shell tools do) instead of a BrokenPipeError traceback."""
+    process = subprocess.Popen([*SKINRAY, "info", "bundled", "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=120) == 141 and "Traceback" not in err, err
