@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 # The bundled default model (skinray/models/default): the default recipe (jobs/configs/default.yaml)
 # on synthetic photos, evaluated on held-out photos of another seed, then packaged with its
-# training log and evaluation (MODEL.md). About 30 minutes on 2 CPU cores.
+# training log and evaluation (MODEL.md). About 15 minutes on 2 CPU cores (11 of them training).
 model: $(STAMP)
 	[ -d $(MODEL_OUT)/data ] || $(BIN)/skinray synth $(MODEL_OUT)/data --count 1600 --size 256 --seed 0
 	[ -d $(MODEL_OUT)/heldout ] || $(BIN)/skinray synth $(MODEL_OUT)/heldout --count 60 --size 256 --seed 7
