@@ -418,7 +418,8 @@ def _write_report(metrics: dict, scores: Scores, methods: list[Method], loaded: 
     metrics["figures"] = _figures(scores, methods, loaded, out_dir)
     metrics["photos"] = None
     if photos:
-        metrics["photos"], metrics["figures"]["photos_grid"] = _photos(photos, loaded[0][2], out_dir, s3)
+        metrics["photos"], metrics["figures"]["photos_grid"] = _photos(
+            photos, [(label, enhancer) for label, _, enhancer in loaded], out_dir, s3)
     metrics["summary"] = _summary(metrics)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "report.md").write_text(_report(metrics))
@@ -435,13 +436,15 @@ def _figures(scores: Scores, methods: list[Method], loaded: list, out_dir: Path)
     return figures
 
 
-def _photos(uri: str, enhancer, out_dir: Path, s3, limit: int = 8) -> tuple[dict, str]:
-    """Before/after of photos without ground truth, with no-reference statistics."""
+def _photos(uri: str, enhancers: list[tuple[str, object]], out_dir: Path, s3, limit: int = 8) -> tuple[dict, str]:
+    """Before/after of photos without ground truth (the first model), with no-reference
+    statistics; and how much every model changed each photo (for good photos: harm)."""
+    enhancer = enhancers[0][1]
     entries = [e for e in storage.list_files(uri, s3) if images.is_image_key(e.key)]
     if not entries:
         raise SkinrayError(f"{uri}: no photos (.jpg/.png/...) found for --photos")
     stats = {"before": [], "after": [], "change": []}
-    rows = []
+    rows, per_photo = [], []
     for entry in sorted(entries, key=lambda e: e.key)[:limit]:
         before = images.decode(storage.read_bytes(entry.uri, s3))
         after = enhancer.enhance(before)
@@ -451,9 +454,12 @@ def _photos(uri: str, enhancer, out_dir: Path, s3, limit: int = 8) -> tuple[dict
         # How much the model changed the photo: for photos that were good, this is harm.
         change = score(after, before)
         stats["change"].append({"psnr": change["psnr"], "ciede2000": change["ciede2000"]})
+        per_photo.append({"key": entry.key, "ciede2000": {enhancers[0][0]: change["ciede2000"]}})
+        for label, other in enhancers[1:]:
+            per_photo[-1]["ciede2000"][label] = score(other.enhance(before), before)["ciede2000"]
         rows.append([images.resize_square(before, 160), images.resize_square(after, 160)])
     summary = {name: {k: float(np.mean([s[k] for s in values])) for k in values[0]} for name, values in stats.items()}
-    summary["count"] = len(rows)
+    summary["count"], summary["per_photo"] = len(rows), per_photo
     path = viz.grid(rows, ["before", "after"], out_dir / "photos_before_after.png")
     return summary, str(path)
 
@@ -536,6 +542,12 @@ def _photo_lines(p: dict | None) -> list[str]:
                      f"{p[name]['colourfulness']:.1f} |")
     lines += ["", f"Output vs input (how much the model changed them; for good photos, harm): PSNR "
               f"{p['change']['psnr']:.2f} dB, CIEDE2000 {p['change']['ciede2000']:.2f}.", ""]
+    models = list(p["per_photo"][0]["ciede2000"]) if p.get("per_photo") else []
+    if models:
+        lines += ["Each photo, output vs input CIEDE2000, every model:", "",
+                  "| photo | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+        lines += [f"| {row['key']} | " + " | ".join(f"{row['ciede2000'][m]:.2f}" for m in models) + " |"
+                  for row in p["per_photo"]] + [""]
     return lines
 
 

@@ -93,6 +93,10 @@ def test_evaluate_end_to_end(evaluated):
     assert set(m["figures"]) == {"validation_grid", "loss_curve_0", "loss_curve_1", "photos_grid"}
     assert m["photos"]["count"] == 3 and m["photos"]["before"]["brightness"] > 0
     assert m["photos"]["change"] == {"psnr": 100.0, "ciede2000": 0.0}, "the identity model changed nothing"
+    per_photo = m["photos"]["per_photo"]  # every model's harm on each photo: the identity none, the poster some
+    assert len(per_photo) == 3 and all(set(row["ciede2000"]) == {CTX, POSTER} for row in per_photo)
+    assert all(row["ciede2000"][CTX] == 0.0 < row["ciede2000"][POSTER] for row in per_photo)
+    assert f"| photo | {CTX} | {POSTER} |" in report and per_photo[0]["key"] in report
 
 
 def test_untrained_context_model_is_the_identity_in_every_table(evaluated):
