@@ -7,7 +7,8 @@ border), and only the window's centre is kept. For a fully convolutional model w
 field radius is at most ``margin`` this gives exactly the whole-image result, with bounded
 memory and no seams. Models with a global context (``arch: context``) get a first tiled pass
 that averages their deepest features over the whole image, so every tile sees the same,
-whole-image context.
+whole-image context. A colour-only ``lut`` (the default model) maps each pixel on its own through
+one table per image: on the CPU, Pillow applies that table to the 8-bit pixels in strips of rows.
 """
 
 from __future__ import annotations
