@@ -279,7 +279,8 @@ class EnhanceConfig:
     workers: int = _option(1, "model actors, each holding one model (with gpu: one GPU each); CPU jobs run "
                                  "at least this many, one per free core")
     gpu: bool = _option(False, "one GPU per model actor")
-    batch_size: int = _option(64, "most files per batch (a batch also stops at 8 MiB of input files)")
+    batch_size: int = _option(64, f"most files per batch (a batch also stops at {BATCH_BYTES >> 20} MiB of "
+                                  f"input files)")
     max_pixels: int = _option(MAX_PIXELS, "refuse larger images before decoding "
                                                          "(decompression bombs)")
     tile: int = _option(TILE, "larger photos are enhanced in overlapping tiles of this many pixels a side")

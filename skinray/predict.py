@@ -224,6 +224,11 @@ class Enhancer:
         self._each(strip, [(slice(y, y + self.step),) for y in range(0, image.shape[0], self.step)])
         return out
 
+    def _alone(self, image: np.ndarray) -> bool:
+        """Whether an image is enhanced on its own, its strips (more rows than one strip) or its
+        tiles (larger than one tile) spread over the threads."""
+        return image.shape[0] > self.step if self._lookup else max(image.shape[:2]) > self.tile
+
     def enhance_batch(self, images: Sequence[np.ndarray],
                       should_stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
         """Enhance any number of images of any sizes. Images of equal size that fit in one tile
@@ -234,10 +239,9 @@ class Enhancer:
             image = np.asarray(image, np.uint8)
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected an (H, W, 3) uint8 image, got shape {image.shape}")
-            # Large: its strips (lookup) or tiles over the threads; the others: images over the threads.
-            if image.shape[0] > self.step if self._lookup else max(image.shape[:2]) > self.tile:
+            if self._alone(image):  # its strips or tiles over the threads
                 results[i] = self._looked_up(image, should_stop) if self._lookup else self._tiled(image, should_stop)
-            else:
+            else:  # the images over the threads
                 same_size[image.shape[:2]].append(i)
         groups = list(same_size.values())
         if self.device.type == "cpu":
