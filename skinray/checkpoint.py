@@ -115,6 +115,9 @@ def read_metadata(uri: str, s3: storage.S3Options | None = None) -> dict[str, An
                               f"version {meta.get('format_version')!r}")
     for section in LEGACY_SECTIONS if isinstance(meta.get("config"), dict) else ():
         meta["config"].pop(section, None)
+    degrade_cfg = meta.get("config", {}).get("degrade") if isinstance(meta.get("config"), dict) else None
+    if isinstance(degrade_cfg, dict) and "light_prob" not in degrade_cfg:
+        degrade_cfg.update(light_prob=0.0, exposure_error_prob=0.0)  # saved before the v3 light faults
     return meta
 
 

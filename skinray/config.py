@@ -24,7 +24,7 @@ from skinray.errors import ConfigError
 LOSSES = ("ssim", "mae", "psnr", "mae+ssim")
 LR_SCHEDULES = ("constant", "cosine")
 SKIPS = ("concat", "add", "none")
-ARCHS = ("poster", "context", "affine", "lut")
+ARCHS = ("poster", "context", "affine", "lut", "light")
 RESUME_MODES = ("auto", "force")
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window, in pixels
 
@@ -69,35 +69,56 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DegradeConfig:
-    """Synthetic degradations applied to clean images (see :mod:`skinray.degrade`).
+    """Synthetic degradations applied to good photos (see :mod:`skinray.degrade`).
 
     A training pair is left exactly clean with probability ``clean_fraction``; every other pair
-    draws each fault independently with its own probability: colour faults (white-balance cast,
-    exposure + gamma, the poster's colour jitter), then the down-up blur, sensor noise and JPEG
-    recompression. The defaults are a mix for patients' phone photos; :data:`POSTER_DEGRADE` is
-    the poster's (jitter on 60%, always the box/bicubic down-up blur, nothing else)."""
+    draws each fault independently with its own probability: colour faults, then the down-up
+    blur, sensor noise and JPEG recompression. The defaults are the v3 recipe, physically based:
+    the light (an illuminant on or off the black-body locus, seen by a camera white-balanced for
+    6500 K, in linear light) and an exposure error drawn only where the photo shows it.
+    :data:`V2_DEGRADE` is the previous mix (casts, exposure and gamma on encoded values, the
+    poster's jitter); :data:`POSTER_DEGRADE` the poster's (jitter on 60%, always the box/bicubic
+    down-up blur, nothing else)."""
 
-    clean_fraction: float = 0.2  # share of pairs left untouched (input == target, bit-exact)
+    clean_fraction: float = 0.4  # share of pairs left untouched (input == target, bit-exact)
     # Good photos vary: each training photo's white balance, exposure and saturation are varied
-    # by up to this much (degrade.vary_uint8) before degrading, in input and target alike.
-    natural_variation: float = 0.2
+    # by up to this much (degrade.vary_uint8) before degrading, in input and target alike. Real
+    # photos vary of themselves: 0 in the v3 recipe (0.2 in v2, for synthetic skin).
+    natural_variation: float = 0.0
+    # v3 light (degrade.relight): a share of the non-clean pairs re-lit by a black-body
+    # illuminant uniform in mired between kelvin_min and kelvin_max, its green gain times
+    # exp(u), u uniform in [-tint, tint], seen by a camera white-balanced for 6500 K
+    light_prob: float = 0.8
+    kelvin_min: float = 2700.0
+    kelvin_max: float = 10000.0
+    tint: float = 0.06
+    # v3 exposure error, in linear light, drawn only where the photo shows it (degrade._exposure_draws):
+    # under-exposure (a share under_share of these) pushes the 99th-percentile luminance below
+    # dark_p99, over-exposure the median above bright_p50, then up to ev_extra stops further
+    # (at most ev_max). Good ISIC photos: p99 >= 0.30 in 99%, median <= 0.80 in 99%.
+    exposure_error_prob: float = 0.25
+    under_share: float = 0.6
+    dark_p99: float = 0.25
+    bright_p50: float = 0.8
+    ev_extra: float = 1.0
+    ev_max: float = 3.0
     # colour jitter, torchvision ColorJitter (the poster's): a share of the non-clean pairs
-    jitter_fraction: float = 0.6
+    jitter_fraction: float = 0.0
     brightness: float = 0.6  # factor drawn from [max(0, 1 - b), 1 + b]
     contrast: float = 0.5  # factor drawn from [max(0, 1 - c), 1 + c]
     saturation: float = 0.5  # factor drawn from [max(0, 1 - s), 1 + s]
     hue: float = 0.05  # shift drawn from [-h, h] turns of the HSV colour wheel
     # white-balance cast: R and B gains log-uniform in [1/(1+wb), 1+wb] relative to G,
     # then scaled so a grey pixel keeps its luma
-    wb_prob: float = 0.3
+    wb_prob: float = 0.0
     wb: float = 0.25
     # exposure and tone curve: out = clip(in * 2**u) ** g, u uniform in [-exposure, exposure]
     # stops, g log-uniform in [1/(1+gamma), 1+gamma]
-    exposure_prob: float = 0.3
+    exposure_prob: float = 0.0
     exposure: float = 0.5
     gamma: float = 0.3
     # down-then-up resize blur (a low-resolution or out-of-focus camera)
-    blur_prob: float = 0.7
+    blur_prob: float = 0.3
     scale_min: float = 1.25  # downscale factor range (1 = no blur)
     scale_max: float = 3.0
     random_kernels: bool = True  # resampling kernels drawn per image; else box down, bicubic up
@@ -110,13 +131,21 @@ class DegradeConfig:
     noise_max: float = 0.015
 
     def validate(self) -> None:
-        for name in ("clean_fraction", "jitter_fraction", "wb_prob", "exposure_prob", "blur_prob",
-                     "jpeg_prob", "noise_prob"):
+        for name in ("clean_fraction", "light_prob", "exposure_error_prob", "under_share", "jitter_fraction",
+                     "wb_prob", "exposure_prob", "blur_prob", "jpeg_prob", "noise_prob"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"degrade.{name}", f"must be in [0, 1], got {value}")
         for name in ("brightness", "contrast", "saturation"):
             value = getattr(self, name)
             _require(0.0 <= value < 1.0, f"degrade.{name}", f"must be in [0, 1), got {value}")
+        _require(1667.0 <= self.kelvin_min <= self.kelvin_max <= 25000.0, "degrade.kelvin_min",
+                 f"need 1667 <= kelvin_min <= kelvin_max <= 25000 K, got {self.kelvin_min} and {self.kelvin_max}")
+        _require(0.0 <= self.tint <= 0.5, "degrade.tint", f"must be in [0, 0.5], got {self.tint}")
+        for name in ("dark_p99", "bright_p50"):
+            value = getattr(self, name)
+            _require(0.0 < value < 1.0, f"degrade.{name}", f"must be in (0, 1) (linear luminance), got {value}")
+        _require(0.0 <= self.ev_extra <= self.ev_max <= 6.0, "degrade.ev_extra",
+                 f"need 0 <= ev_extra <= ev_max <= 6 stops, got {self.ev_extra} and {self.ev_max}")
         _require(0.0 <= self.natural_variation <= 0.5, "degrade.natural_variation",
                  f"must be in [0, 0.5], got {self.natural_variation}")
         _require(0.0 <= self.hue <= 0.5, "degrade.hue", f"must be in [0, 0.5], got {self.hue}")
@@ -133,10 +162,17 @@ class DegradeConfig:
                  f"must be in [0, 0.2], got {self.noise_max}")
 
 
+# The v2 degradations (the default until model v3): 20% clean, good photos varied a little, the
+# poster's jitter on 60% of the others, casts and exposure + gamma on encoded values, more blur.
+V2_DEGRADE = DegradeConfig(
+    clean_fraction=0.2, natural_variation=0.2, light_prob=0.0, exposure_error_prob=0.0,
+    jitter_fraction=0.6, wb_prob=0.3, exposure_prob=0.3, blur_prob=0.7,
+)
+
 # The poster's degradations: torchvision ColorJitter on 60% of images, always the box-down /
 # bicubic-up blur by 1.5-3x, no clean share and no other fault. jobs/configs/poster.yaml uses it.
 POSTER_DEGRADE = DegradeConfig(
-    clean_fraction=0.0, natural_variation=0.0,
+    clean_fraction=0.0, natural_variation=0.0, light_prob=0.0, exposure_error_prob=0.0,
     jitter_fraction=0.6, brightness=0.6, contrast=0.5, saturation=0.5, hue=0.05,
     wb_prob=0.0, exposure_prob=0.0,
     blur_prob=1.0, scale_min=1.5, scale_max=3.0, random_kernels=False,
@@ -168,7 +204,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.width is None:
-            object.__setattr__(self, "width", 0 if self.arch == "lut" else 32)
+            object.__setattr__(self, "width", 0 if self.arch in ("lut", "light") else 32)
 
     def validate(self) -> None:
         _require(self.arch in ARCHS, "model.arch", f"unknown {self.arch!r}; choose from {ARCHS}")
@@ -176,9 +212,9 @@ class ModelConfig:
                  f"must be an even number >= 2, got {self.depth}")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
         _require(self.skip in SKIPS, "model.skip", f"unknown {self.skip!r}; choose from {SKIPS}")
-        _require(self.width >= (0 if self.arch == "lut" else 1), "model.width",
+        _require(self.width >= (0 if self.arch in ("lut", "light") else 1), "model.width",
                  f"must be >= 1 for arch {self.arch} (32 is its usual width), got {self.width}"
-                 if self.arch != "lut" else f"must be >= 0 (0: no detail branch), got {self.width}")
+                 if self.arch not in ("lut", "light") else f"must be >= 0 (0: no detail branch), got {self.width}")
         _require(2 <= self.lut_size <= 65, "model.lut_size", f"must be in [2, 65], got {self.lut_size}")
         _require(self.lut_bases >= 1, "model.lut_bases", f"must be >= 1, got {self.lut_bases}")
         _require(self.curve_points >= 2, "model.curve_points", f"must be >= 2, got {self.curve_points}")

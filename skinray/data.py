@@ -50,7 +50,7 @@ def make_pairs(batch: dict[str, np.ndarray], *, split: str, image_size: int, deg
             continue
         rng = train_rng if split == "train" else degrade.key_rng(seed, key)
         clean = degrade.vary_uint8(clean, rng, cfg.natural_variation)
-        drawn = degrade.sample(rng, cfg)
+        drawn = degrade.sample(rng, cfg, image=clean)
         inputs[i] = degrade.apply_uint8(clean, drawn)
         targets[i] = clean
         ok[i] = True

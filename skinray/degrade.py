@@ -8,9 +8,12 @@ pure function of (image, Degradation) -- the sensor noise included, which is see
 
 Faults, in the order :func:`apply` runs them:
 
-1. colour: white-balance cast (per-channel gains), exposure gain + gamma tone curve, and the
-   poster's colour jitter as torchvision's ``ColorJitter`` defines it (brightness, contrast,
-   saturation, HSV hue, in a random order per image);
+1. colour: the light (v3, the default recipe; physically based, in linear light): an illuminant
+   along the black-body locus with a green-magenta tint off it, seen by a camera white-balanced
+   for 6500 K (von Kries gains, :func:`relight`), and an exposure error that leaves evidence
+   (:func:`_exposure_draws`); the v2 faults: white-balance cast (per-channel gains on encoded
+   values), exposure gain + gamma tone curve; and the poster's colour jitter as torchvision's
+   ``ColorJitter`` defines it (brightness, contrast, saturation, HSV hue, in a random order);
 2. down-then-up resize blur with a drawn resampling kernel;
 3. gaussian sensor noise;
 4. JPEG recompression (Pillow, 4:2:0 chroma subsampling).
@@ -181,6 +184,103 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
         return np.asarray(decoded.convert("RGB"), np.float32) / np.float32(255.0)
 
 
+# ----------------------------------------------------------------------------- light (v3)
+# sRGB (linear) from CIE XYZ, D65 (IEC 61966-2-1)
+_XYZ_TO_RGB = np.array([[3.2404542, -1.5371385, -0.4985314],
+                        [-0.9692660, 1.8760108, 0.0415560],
+                        [0.0556434, -0.2040259, 1.0572252]])
+# linear-light luminance of sRGB primaries: a cast keeps a white's luminance
+_Y = np.array([0.2126, 0.7152, 0.0722])
+NEUTRAL_KELVIN = 6500.0  # the illuminant a camera white-balanced for 6500 K renders neutral
+
+
+def planck_xy(kelvin: float) -> tuple[float, float]:
+    """CIE 1931 chromaticity of a black-body radiator at ``kelvin`` (1667-25000 K), by the cubic
+    spline of Kim et al. (US patent 7024034, 2006), within 0.001 in x and y of Planck's law."""
+    t = float(np.clip(kelvin, 1667.0, 25000.0))
+    if t <= 4000.0:
+        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
+    else:
+        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
+    if t <= 2222.0:
+        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
+    elif t <= 4000.0:
+        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
+    return x, y
+
+
+def illuminant_rgb(kelvin: float) -> np.ndarray:
+    """Linear sRGB of a black-body white at ``kelvin``, luminance 1, shape (3,)."""
+    x, y = planck_xy(kelvin)
+    xyz = np.array([x / y, 1.0, (1.0 - x - y) / y])
+    return _XYZ_TO_RGB @ xyz
+
+
+def cast_gains(kelvin: float, tint: float = 0.0) -> np.ndarray:
+    """Von Kries gains (linear light, shape (3,)) of a scene lit at ``kelvin`` and rendered by a
+    camera white-balanced for 6500 K: ``rgb(T) / rgb(6500 K)``, the green gain times
+    ``exp(tint)`` (> 0 green, < 0 magenta: fluorescent and LED light off the black-body locus),
+    scaled so that white keeps its luminance (a cast, not an exposure change). 6500 K with tint
+    0 is exactly (1, 1, 1)."""
+    if kelvin == NEUTRAL_KELVIN and tint == 0.0:
+        return np.ones(3)
+    gains = illuminant_rgb(kelvin) / illuminant_rgb(NEUTRAL_KELVIN)
+    gains[1] *= np.exp(tint)
+    return gains / float(gains @ _Y)
+
+
+def srgb_decode(img: np.ndarray) -> np.ndarray:
+    """sRGB-encoded float (H, W, 3) in [0, 1] -> linear light, float32."""
+    img = np.asarray(img, np.float32)
+    return np.where(img > 0.04045, ((np.maximum(img, 0.04045) + 0.055) / 1.055) ** 2.4,
+                    img / 12.92).astype(np.float32)
+
+
+def srgb_encode(linear: np.ndarray) -> np.ndarray:
+    """Linear light (clipped to [0, 1]: the sensor saturates) -> sRGB-encoded float32 in [0, 1]."""
+    c = np.clip(linear, 0.0, 1.0)
+    return np.where(c > 0.0031308, 1.055 * np.power(c, 1.0 / 2.4) - 0.055, 12.92 * c).astype(np.float32)
+
+
+def relight(img: np.ndarray, kelvin: float = NEUTRAL_KELVIN, tint: float = 0.0, ev: float = 0.0) -> np.ndarray:
+    """The photo as a camera white-balanced for 6500 K would have taken it under a black-body
+    light at ``kelvin`` with ``tint``, exposed ``ev`` stops off: in linear light, every pixel times
+    :func:`cast_gains` times ``2 ** ev``, clipped where the sensor saturates. Undone exactly (up
+    to clipping) by the inverse gains; 6500 K, tint 0 and ev 0 return the image unchanged."""
+    gains = cast_gains(kelvin, tint) * 2.0 ** ev
+    if np.all(gains == 1.0):
+        return np.array(img, np.float32)
+    return srgb_encode(srgb_decode(img) * gains.astype(np.float32))
+
+
+def _light_draws(rng: np.random.Generator, cfg: DegradeConfig) -> dict:
+    """An illuminant uniform in mired (1e6 / K) between ``kelvin_min`` and ``kelvin_max``, a tint
+    uniform in [-tint, tint]."""
+    mired = rng.uniform(1e6 / cfg.kelvin_max, 1e6 / cfg.kelvin_min)
+    return dict(kelvin=float(1e6 / mired), tint=float(rng.uniform(-cfg.tint, cfg.tint)))
+
+
+def _exposure_draws(rng: np.random.Generator, cfg: DegradeConfig, img: np.ndarray) -> dict:
+    """An exposure error drawn so that the photo shows it: never asked to guess a skin tone.
+
+    A darker skin is not an under-exposed lighter one, so an exposure fault is only drawn past
+    what good photos show. Under-exposure: the image's 99th-percentile linear luminance (its
+    highlights, whatever the skin) is pushed below ``dark_p99`` (lower than in 99% of good
+    photos), then up to ``ev_extra`` stops further. Over-exposure: its median luminance is pushed
+    above ``bright_p50`` (higher than in 99% of good photos), then up to ``ev_extra`` stops
+    further, clipping the highlights. Photos already past the line get at least 0.25 stops."""
+    luminance = srgb_decode(img[::4, ::4]) @ _Y.astype(np.float32)  # a quarter-resolution view
+    if rng.random() < cfg.under_share:
+        p99 = max(float(np.percentile(luminance, 99)), 1e-4)
+        ev = min(np.log2(cfg.dark_p99 / p99), -0.25) - rng.uniform(0.0, cfg.ev_extra)
+    else:
+        p50 = max(float(np.percentile(luminance, 50)), 1e-4)
+        ev = max(np.log2(cfg.bright_p50 / p50), 0.25) + rng.uniform(0.0, cfg.ev_extra)
+    return dict(ev=float(np.clip(ev, -cfg.ev_max, cfg.ev_max)))
+
+
 # ----------------------------------------------------------------------------- draws
 
 
@@ -204,13 +304,17 @@ class Degradation:
     jpeg_quality: int = 0  # 0 = no JPEG recompression
     noise: float = 0.0  # sensor noise sigma (0 = none)
     noise_seed: int = 0  # noise is a pure function of this draw
+    kelvin: float = NEUTRAL_KELVIN  # v3 light: the illuminant's colour temperature (6500 = none)
+    tint: float = 0.0  # v3 light: green (> 0) or magenta (< 0) off the black-body locus
+    ev: float = 0.0  # v3 light: exposure error in stops, in linear light (clips)
 
     @property
     def subset(self) -> str:
         """"colour" if any colour fault, else "camera" if blur/JPEG/noise, else "clean"."""
         if not self.clean:
             cast = tuple(self.wb_gains) != (1.0, 1.0, 1.0)
-            if self.jitter or cast or self.exposure != 1.0 or self.gamma != 1.0:
+            light = self.kelvin != NEUTRAL_KELVIN or self.tint != 0.0 or self.ev != 0.0
+            if self.jitter or cast or light or self.exposure != 1.0 or self.gamma != 1.0:
                 return "colour"
             if self.scale > 1.0 or self.jpeg_quality > 0 or self.noise > 0.0:
                 return "camera"
@@ -254,18 +358,22 @@ def _blur_draws(rng: np.random.Generator, cfg: DegradeConfig) -> dict:
     return dict(scale=scale, down_kernel=str(rng.choice(DOWN_KERNELS)), up_kernel=str(rng.choice(UP_KERNELS)))
 
 
-def sample(rng: np.random.Generator, cfg: DegradeConfig, subset: str | None = None) -> Degradation:
+def sample(rng: np.random.Generator, cfg: DegradeConfig, subset: str | None = None,
+           image: np.ndarray | None = None) -> Degradation:
     """Draw one image's degradation.
 
     ``subset=None`` is the training distribution: clean with probability ``cfg.clean_fraction``;
-    otherwise each fault with its own probability (jitter ``jitter_fraction``, white balance
-    ``wb_prob``, exposure/gamma ``exposure_prob``, blur ``blur_prob``, JPEG ``jpeg_prob``, noise
+    otherwise each fault with its own probability (light ``light_prob``, exposure
+    ``exposure_error_prob``, jitter ``jitter_fraction``, v2 white balance ``wb_prob``, v2
+    exposure/gamma ``exposure_prob``, blur ``blur_prob``, JPEG ``jpeg_prob``, noise
     ``noise_prob``). A non-clean draw that drew no fault at all gets the blur, so exactly
-    ``clean_fraction`` of pairs (in expectation) are clean.
+    ``clean_fraction`` of pairs (in expectation) are clean. The exposure error needs the photo
+    (``image``, (H, W, 3) uint8 or float in [0, 1]): it is drawn from what the photo shows
+    (:func:`_exposure_draws`), and never without it.
 
-    ``subset="colour"``: the jitter always, white balance and exposure with their probabilities on
-    top, camera faults as usual. ``"camera"``: no colour fault, the blur always, JPEG and noise as
-    usual. ``"clean"``: ``Degradation(clean=True)``.
+    ``subset="colour"``: a colour fault always (the light if ``light_prob`` > 0, else the
+    jitter), the others with their probabilities on top, camera faults as usual. ``"camera"``: no
+    colour fault, the blur always, JPEG and noise as usual. ``"clean"``: ``Degradation(clean=True)``.
     """
     if subset not in (None, *SUBSETS):
         raise ValueError(f"unknown subset {subset!r}; choose from {SUBSETS} or None")
@@ -273,12 +381,7 @@ def sample(rng: np.random.Generator, cfg: DegradeConfig, subset: str | None = No
         return Degradation(clean=True)
     draws: dict = {}
     if subset != "camera":
-        if subset == "colour" or rng.random() < cfg.jitter_fraction:
-            draws.update(_jitter_draws(rng, cfg))
-        if rng.random() < cfg.wb_prob:
-            draws.update(_wb_draws(rng, cfg))
-        if rng.random() < cfg.exposure_prob:
-            draws.update(_tone_draws(rng, cfg))
+        draws.update(_colour_draws(rng, cfg, subset == "colour", image))
     blur = subset == "camera" or rng.random() < cfg.blur_prob
     jpeg_on = rng.random() < cfg.jpeg_prob
     noise_on = rng.random() < cfg.noise_prob
@@ -294,12 +397,32 @@ def sample(rng: np.random.Generator, cfg: DegradeConfig, subset: str | None = No
     return Degradation(**draws)
 
 
+def _colour_draws(rng: np.random.Generator, cfg: DegradeConfig, forced: bool,
+                  image: np.ndarray | None) -> dict:
+    """The colour faults of one draw; ``forced``: at least one (the light, else the jitter)."""
+    draws: dict = {}
+    if (forced and cfg.light_prob > 0) or rng.random() < cfg.light_prob:
+        draws.update(_light_draws(rng, cfg))
+    if image is not None and rng.random() < cfg.exposure_error_prob:
+        img = np.asarray(image)
+        draws.update(_exposure_draws(rng, cfg, img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img))
+    if (forced and cfg.light_prob == 0) or rng.random() < cfg.jitter_fraction:
+        draws.update(_jitter_draws(rng, cfg))
+    if rng.random() < cfg.wb_prob:
+        draws.update(_wb_draws(rng, cfg))
+    if rng.random() < cfg.exposure_prob:
+        draws.update(_tone_draws(rng, cfg))
+    return draws
+
+
 def apply(img: np.ndarray, d: Degradation) -> np.ndarray:
-    """Apply a drawn degradation: colour faults (white balance, exposure/gamma, jitter), then
+    """Apply a drawn degradation: colour faults (the light, white balance, exposure/gamma, jitter), then
     the down-up blur, sensor noise and JPEG recompression. Deterministic for a given ``d``."""
     out = np.array(img, dtype=np.float32)  # a copy: the input is never modified
     if d.clean:
         return out
+    if d.kelvin != NEUTRAL_KELVIN or d.tint != 0.0 or d.ev != 0.0:
+        out = relight(out, d.kelvin, d.tint, d.ev)
     if tuple(d.wb_gains) != (1.0, 1.0, 1.0):
         out = white_balance(out, d.wb_gains)
     if d.exposure != 1.0 or d.gamma != 1.0:

@@ -50,7 +50,7 @@ def run_demo(out: str, count: int = DEMO_IMAGES, overrides: dict | None = None) 
                  if split_of(p.name, cfg.data.val_fraction, cfg.data.seed) == "val"][:6]
     for path in val_files:
         clean = images.resize_square(images.decode(path.read_bytes()), cfg.data.image_size)
-        drawn = degrade.sample(degrade.key_rng(cfg.data.seed, path.name), cfg.degrade)
+        drawn = degrade.sample(degrade.key_rng(cfg.data.seed, path.name), cfg.degrade, image=clean)
         degraded = degrade.apply_uint8(clean, drawn)
         rows.append([clean, degraded, enhancer.enhance(degraded)])
     viz.grid(rows, ["clean", "degraded", "enhanced"], out_dir / "samples.png")
@@ -90,6 +90,7 @@ def _write_poor_photos(folder: Path, cfg: Config, count: int, size: int) -> None
     patients send."""
     mix = Config().degrade
     for i in range(count):
-        drawn = degrade.sample(degrade.key_rng(cfg.data.seed, f"photo-{i}"), mix, subset="colour")
-        poor = degrade.apply_uint8(synth.skin_image(seed=1, index=i, size=size), drawn)
+        good = synth.skin_image(seed=1, index=i, size=size)
+        drawn = degrade.sample(degrade.key_rng(cfg.data.seed, f"photo-{i}"), mix, subset="colour", image=good)
+        poor = degrade.apply_uint8(good, drawn)
         storage.write_bytes(str(folder / f"photo_{i:02d}.jpg"), images.encode(poor, "jpeg", 92))

@@ -263,6 +263,125 @@ class LutEnhancer(nn.Module):
         return 1e-4 * lut.smoothness(self.bases) + 10.0 * lut.monotonicity(self.bases + self.identity)
 
 
+class LightCorrector(nn.Module):
+    """One global photographic correction per photo, and how sure it is (``arch: light``, the
+    default): the model v3.
+
+    From a ``thumbnail`` view of the whole photo a small strided CNN plus classical colour
+    constancy statistics (Minkowski means p = 1 and 6 and the 99th percentile per channel,
+    grey-edge, luminance percentiles, clipped and dark shares, all in linear light) predict four
+    numbers: the log von Kries gains of red and blue over green, an exposure change in stops,
+    and a confidence logit. The correction is applied in linear light,
+    ``encode(clip(decode(x) * g * 2 ** ev))`` with the gains ``g`` scaled so that white keeps its
+    luminance; at inference it is scaled by the confidence ``c`` in [0, 1] (``c * log g``,
+    ``c * ev``): towards the identity when the photo gives no evidence.
+
+    Every step is per channel, so equal input colours give equal output colours anywhere in the
+    photo and a lesion keeps its colour relative to the skin around it (von Kries); the whole
+    correction is three 256-entry tables on 8-bit pixels (:meth:`channel_tables`), exact under
+    tiling. The output layer is zero-initialised: the untrained model is exactly the identity,
+    and so is any photo at zero confidence.
+
+    Training (``model.train()``): ``forward`` returns ``(full, applied)``: the correction at full
+    strength, whose loss trains the estimate, and the confidence-scaled one computed from the
+    detached estimate, whose loss trains the confidence alone to shrink corrections that do not
+    pay on average.
+    """
+
+    uses_global_context = True
+    ALIGN, halo = 1, 0  # an output pixel depends on its own input pixel and the thumbnail alone
+    HEAD_CHANNELS = (16, 32, 64, 128)
+    N_STATS = 17
+    LOG_GAIN_MAX, EV_MAX = 2.0, 3.0  # bounds of the correction: gains within e^+-2, +-3 stops
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.thumbnail_size = cfg.thumbnail
+        layers, c_in = [], 5  # sRGB thumbnail + log-chroma (R/G, B/G) in linear light
+        for c_out in self.HEAD_CHANNELS:
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        self.head = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (N, 128)
+        self.predict = nn.Sequential(nn.Linear(c_in + self.N_STATS, 128), nn.LeakyReLU(0.2),
+                                     nn.Dropout(cfg.dropout), nn.Linear(128, 4))
+        nn.init.zeros_(self.predict[-1].weight)
+        nn.init.zeros_(self.predict[-1].bias)
+        self.register_buffer("luma", torch.tensor([0.2126, 0.7152, 0.0722]), persistent=False)
+
+    @staticmethod
+    def decode(x: torch.Tensor) -> torch.Tensor:
+        """sRGB-encoded (N, 3, ...) in [0, 1] -> linear light."""
+        return torch.where(x > 0.04045, ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, x / 12.92)
+
+    @staticmethod
+    def encode(linear: torch.Tensor) -> torch.Tensor:
+        """Linear light (N, 3, ...) -> sRGB-encoded in [0, 1], clipped where the sensor would be."""
+        c = linear.clamp(0.0, 1.0)
+        return torch.where(c > 0.0031308, 1.055 * c.clamp(min=0.0031308) ** (1 / 2.4) - 0.055, 12.92 * c)
+
+    def _stats(self, linear: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, T) linear -> (N, 17) log statistics (colour constancy and exposure cues)."""
+        flat = linear.flatten(2).clamp(min=1e-4)  # (N, 3, T*T)
+        grey_world, shades = flat.mean(2), flat.pow(6).mean(2).pow(1 / 6)  # (N, 3) each
+        bright = torch.quantile(flat, 0.99, dim=2).clamp(min=1e-4)  # (N, 3)
+        edges = (linear.diff(dim=2).abs().mean((2, 3)) + linear.diff(dim=3).abs().mean((2, 3))).clamp(min=1e-5)
+        lum = torch.einsum("c,ncp->np", self.luma, flat)  # (N, T*T)
+        q = torch.quantile(lum, torch.tensor([0.01, 0.5, 0.99], device=lum.device), dim=1).T  # (N, 3)
+        clipped = (flat.amax(1) > 0.98).float().mean(1, keepdim=True)  # (N, 1)
+        dark = (lum < 0.005).float().mean(1, keepdim=True)
+        return torch.cat([grey_world.log(), shades.log(), bright.log(), edges.log(), q.clamp(min=1e-4).log(),
+                          clipped, dark], dim=1)
+
+    def colour_params(self, thumb: torch.Tensor) -> torch.Tensor:
+        """Whole-photo thumbnail (N, 3, T, T) in [0, 1] -> (N, 4): log gain R/G, log gain B/G,
+        exposure (stops), confidence logit; bounded (tanh) to the correction's range."""
+        linear = self.decode(thumb.float())
+        chroma = (linear[:, [0, 2]].clamp(min=1e-4) / linear[:, 1:2].clamp(min=1e-4)).log()  # (N, 2, T, T)
+        raw = self.predict(torch.cat([self.head(torch.cat([thumb, chroma], dim=1)), self._stats(linear)], dim=1))
+        bound = raw.new_tensor([self.LOG_GAIN_MAX, self.LOG_GAIN_MAX, self.EV_MAX])
+        return torch.cat([bound * torch.tanh(raw[:, :3] / bound), raw[:, 3:]], dim=1)
+
+    def gains(self, params: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 4) -> linear-light multipliers (N, 3): von Kries gains keeping white's luminance,
+        times ``2 ** ev``; ``strength`` (N,) scales the correction (default: the confidence)."""
+        if strength is None:
+            strength = self.confidence(params)
+        log_rb = params[:, :2] * strength[:, None]  # (N, 2)
+        zero = torch.zeros_like(log_rb[:, :1])
+        gains = torch.cat([log_rb[:, :1], zero, log_rb[:, 1:]], dim=1).exp()  # (N, 3), G = 1
+        gains = gains / (gains @ self.luma)[:, None]
+        return gains * torch.exp2(params[:, 2] * strength)[:, None]
+
+    @staticmethod
+    def confidence(params: torch.Tensor) -> torch.Tensor:
+        """(N, 4) -> (N,) in [0, 1]."""
+        return torch.sigmoid(params[:, 3])
+
+    def correct(self, x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+        """Apply linear-light gains (N, 3) to sRGB photos (N, 3, H, W); a photo whose gains are
+        all exactly 1 comes back bit for bit."""
+        out = self.encode(self.decode(x) * gains[:, :, None, None])
+        untouched = (gains == 1.0).all(dim=1)[:, None, None, None]  # (N, 1, 1, 1)
+        return torch.where(untouched, x, out)
+
+    def channel_tables(self, params: torch.Tensor) -> torch.Tensor:
+        """(1, 4) -> the correction as three 256-entry tables (3, 256) uint8: output level of each
+        input level, per channel (Pillow's ``Image.point``)."""
+        levels = torch.arange(256, device=params.device, dtype=torch.float32) / 255.0
+        out = self.correct(levels.expand(1, 3, 256)[..., None], self.gains(params.float()))[0, :, :, 0]
+        return out.mul(255.0).add(0.5).floor().clamp(0, 255).to(torch.uint8)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            params = self.colour_params(lut.thumbnail(x, self.thumbnail_size)) if context is None else context.float()
+            if not self.training:
+                return self.correct(x, self.gains(params))
+            full = self.correct(x, self.gains(params, torch.ones_like(params[:, 3])))
+            detached = torch.cat([params[:, :3].detach(), params[:, 3:]], dim=1)
+            return full, self.correct(x, self.gains(detached))
+
+
 class _Block(nn.Module):
     """Residual block: 1x1 expand, depthwise 3x3, gated (NAFNet's SimpleGate), 1x1 project."""
 
@@ -304,7 +423,7 @@ class DetailBranch(nn.Module):
 
 
 ARCHITECTURES = {"poster": PosterAutoencoder, "context": ContextAutoencoder, "affine": AffineContextAutoencoder,
-                 "lut": LutEnhancer}
+                 "lut": LutEnhancer, "light": LightCorrector}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

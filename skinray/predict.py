@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skinray import checkpoint, lut, storage
+from skinray import checkpoint, correction, lut, storage
 from skinray.checkpoint import LoadedModel
 from skinray.config import DEVICES, PRECISIONS, TILE, TILE_MARGIN
+from skinray.correction import Correction
 from skinray.errors import ConfigError, EnhanceStopped
 from skinray.model import channels_last
 
@@ -114,6 +115,11 @@ class Enhancer:
         # Color3DLUT applies it to the 8-bit pixels in C (36 against 100 ms per megapixel for
         # grid_sample on floats, one thread), in strips of ``step`` rows, ``threads`` at a time.
         self._lookup = self.device.type == "cpu" and halo == 0 and hasattr(self.model, "mapping")
+        # A per-channel correction (``light``, the default) is three 256-entry tables: Pillow's
+        # Image.point applies them to the 8-bit pixels, on any device (the model only sees the
+        # thumbnail).
+        self._point = hasattr(self.model, "channel_tables")
+        self._lookup = self._lookup or self._point
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: str | torch.device | None = None,
@@ -211,18 +217,39 @@ class Enhancer:
         return out
 
     @torch.no_grad()
+    def _table_filter(self, image: np.ndarray):
+        """The whole image's colour mapping as a Pillow operation on 8-bit RGB."""
+        params = self._whole_image_context(image).float()
+        if self._point:  # three 256-entry tables, one per channel
+            flat = self.model.channel_tables(params).cpu().numpy().reshape(-1).tolist()
+            return lambda strip: strip.point(flat)
+        table = lut.to_pillow(self.model.mapping(params))
+        return lambda strip: strip.filter(table)
+
     def _looked_up(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-        """A colour-only lut on the CPU: the whole image's table, applied by Pillow strip by strip."""
-        table = lut.to_pillow(self.model.mapping(self._whole_image_context(image).float()))
+        """A per-pixel colour mapping on 8-bit pixels (``light``'s tables on any device, a
+        colour-only lut's 3-D table on the CPU): the whole image's mapping, applied by Pillow
+        strip by strip."""
+        mapped = self._table_filter(image)
         out = np.empty_like(image)
 
         def strip(rows: slice) -> None:
             if should_stop is not None and should_stop():  # checked between strips
                 raise EnhanceStopped("stopped between strips (should_stop)")
-            out[rows] = np.asarray(Image.fromarray(np.ascontiguousarray(image[rows])).filter(table))
+            out[rows] = np.asarray(mapped(Image.fromarray(np.ascontiguousarray(image[rows]))))
 
         self._each(strip, [(slice(y, y + self.step),) for y in range(0, image.shape[0], self.step)])
         return out
+
+    @torch.no_grad()
+    def corrections(self, images: Sequence[np.ndarray]) -> list["Correction | None"]:
+        """What the model would change in each photo, as numbers (:class:`skinray.correction.Correction`):
+        the linear-light gains, exposure, confidence and the light it undid; ``None`` for models
+        that predict no explicit photographic correction (``lut``, the autoencoders)."""
+        if not self._point:
+            return [None] * len(images)
+        return [correction.from_params(self.model, self._whole_image_context(np.asarray(image, np.uint8)))
+                for image in images]
 
     def _alone(self, image: np.ndarray) -> bool:
         """Whether an image is enhanced on its own, its strips (more rows than one strip) or its

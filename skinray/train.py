@@ -71,6 +71,14 @@ def _masked_loss(loss_fn, pred: torch.Tensor, target: torch.Tensor, ok: torch.Te
     return loss_fn(pred[ok], target[ok])
 
 
+def _training_loss(loss_fn, pred, target: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """The loss of a training forward pass: of the output, or the sum over its outputs when the
+    model returns several (``light``: the full-strength correction, which trains the estimate,
+    and the confidence-scaled one, which trains the confidence)."""
+    outputs = pred if isinstance(pred, (tuple, list)) else (pred,)
+    return sum(_masked_loss(loss_fn, out.float(), target, ok) for out in outputs)
+
+
 def _regularization(model: torch.nn.Module) -> torch.Tensor | float:
     """The model's own penalty on its parameters (``lut``: smooth, monotone tables), else 0."""
     inner = checkpoint.unwrap(model)
@@ -244,7 +252,7 @@ def _train_epoch(w: _Worker, shard, sums: dict[str, float], bad_seen: set[str],
         x, y, ok = _to_tensors(batch, w.device, w.fast)
         with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=w.fast):
             pred = w.model(x)
-        loss = _masked_loss(w.loss_fn, pred.float(), y, ok) + _regularization(w.model)
+        loss = _training_loss(w.loss_fn, pred, y, ok) + _regularization(w.model)
         w.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         w.optimizer.step()

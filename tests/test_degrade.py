@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from skinray import degrade
-from skinray.config import POSTER_DEGRADE, DegradeConfig, load_config
+from skinray.config import POSTER_DEGRADE, V2_DEGRADE, DegradeConfig, load_config
 from skinray.errors import ConfigError
 from skinray.synth import skin_image
 
@@ -79,7 +79,7 @@ def test_whole_jitter_in_a_drawn_order_matches_torchvision_colorjitter():
     rng = np.random.default_rng(7)
     orders = set()
     for i in range(12):
-        d = degrade.sample(rng, DegradeConfig(), subset="colour")
+        d = degrade.sample(rng, V2_DEGRADE, subset="colour")
         d = dataclasses.replace(d, wb_gains=(1.0, 1.0, 1.0), exposure=1.0, gamma=1.0, scale=1.0,
                                 jpeg_quality=0, noise=0.0)  # the jitter alone
         orders.add(d.order)
@@ -93,7 +93,7 @@ def test_whole_jitter_in_a_drawn_order_matches_torchvision_colorjitter():
 
 def test_jitter_factor_ranges_are_torchvisions():
     rng = np.random.default_rng(3)
-    cfg = DegradeConfig(brightness=0.6, contrast=0.5, saturation=0.5, hue=0.05)
+    cfg = dataclasses.replace(V2_DEGRADE, brightness=0.6, contrast=0.5, saturation=0.5, hue=0.05)
     draws = [degrade.sample(rng, cfg, subset="colour") for _ in range(500)]
     b = [d.brightness for d in draws]
     assert 0.4 <= min(b) < 0.45 and 1.55 < max(b) <= 1.6
@@ -118,7 +118,7 @@ def test_contract_shape_dtype_range_for_every_subset():
     rng = np.random.default_rng(0)
     for subset in (None, "colour", "camera", "clean"):
         for _ in range(8):
-            d = degrade.sample(rng, DegradeConfig(), subset=subset)
+            d = degrade.sample(rng, V2_DEGRADE, subset=subset)
             out = degrade.apply(IMG, d)
             assert out.shape == IMG.shape and out.dtype == np.float32
             assert 0.0 <= out.min() and out.max() <= 1.0
@@ -128,9 +128,9 @@ def test_contract_shape_dtype_range_for_every_subset():
 
 def test_untouched_defaults_and_clean_draws_are_bit_exact():
     rng = np.random.default_rng(5)
-    clean_draws = [d for d in (degrade.sample(rng, DegradeConfig()) for _ in range(50)) if d.clean]
+    clean_draws = [d for d in (degrade.sample(rng, V2_DEGRADE) for _ in range(50)) if d.clean]
     assert clean_draws and all(d == degrade.Degradation(clean=True) for d in clean_draws)
-    for d in clean_draws[:3] + [degrade.sample(rng, DegradeConfig(), subset="clean")]:
+    for d in clean_draws[:3] + [degrade.sample(rng, V2_DEGRADE, subset="clean")]:
         out = degrade.apply_uint8(IMG8, d)
         np.testing.assert_array_equal(out, IMG8)
         assert out is not IMG8
@@ -148,7 +148,7 @@ def test_clean_subset_is_clean_even_if_fields_say_otherwise():
 @pytest.mark.parametrize("subset", ["colour", "camera", "clean"])
 def test_forced_subset_is_the_drawn_subset(subset):
     rng = np.random.default_rng(11)
-    draws = [degrade.sample(rng, DegradeConfig(), subset=subset) for _ in range(300)]
+    draws = [degrade.sample(rng, V2_DEGRADE, subset=subset) for _ in range(300)]
     assert {d.subset for d in draws} == {subset}
     if subset == "colour":
         assert all(d.jitter for d in draws)
@@ -157,11 +157,11 @@ def test_forced_subset_is_the_drawn_subset(subset):
     if subset == "camera":
         assert all(d.scale >= 1.25 and not d.jitter and d.exposure == 1.0 for d in draws)
     with pytest.raises(ValueError, match="unknown subset"):
-        degrade.sample(rng, DegradeConfig(), subset="blur")
+        degrade.sample(rng, V2_DEGRADE, subset="blur")
 
 
 def test_training_draws_hit_the_configured_shares():
-    cfg = DegradeConfig()
+    cfg = V2_DEGRADE
     rng = np.random.default_rng(2024)
     draws = [degrade.sample(rng, cfg) for _ in range(2000)]
     faulty = [d for d in draws if not d.clean]
@@ -257,7 +257,7 @@ def test_jpeg_quality_30_changes_pixels_more_than_95():
 def test_white_balance_casts_colour_but_keeps_grey_luma():
     rng = np.random.default_rng(4)
     d = degrade.sample(rng, DegradeConfig(wb_prob=1.0, jitter_fraction=0.0, exposure_prob=0.0, blur_prob=0.0,
-                                          jpeg_prob=0.0, noise_prob=0.0))
+                                          jpeg_prob=0.0, noise_prob=0.0, light_prob=0.0, clean_fraction=0.0))
     gains = np.array(d.wb_gains)
     assert d.subset == "colour" and not np.allclose(gains, 1.0)
     assert abs(gains @ [0.299, 0.587, 0.114] - 1.0) < 1e-9 and gains.min() < 1.0 < gains.max()
@@ -296,7 +296,7 @@ def test_jpeg_quality_range_must_be_ordered():
 
 
 def test_key_rng_is_a_function_of_seed_and_key():
-    cfg = DegradeConfig()
+    cfg = V2_DEGRADE
     assert degrade.sample(degrade.key_rng(0, "a.jpg"), cfg) == degrade.sample(degrade.key_rng(0, "a.jpg"), cfg)
     assert degrade.sample(degrade.key_rng(0, "a.jpg"), cfg) != degrade.sample(degrade.key_rng(1, "a.jpg"), cfg)
 
@@ -331,3 +331,67 @@ def test_training_pairs_carry_the_variation_in_input_and_target_alike(tmp_path):
     out = make_pairs(batch, split="train", image_size=48, degrade_cfg=cfg, seed=0, s3=None)
     assert (out["input"] == out["target"]).all(), "clean pairs stay exact"
     assert len({t.tobytes() for t in out["target"]}) > 4, "each draw varies the good photo anew"
+
+
+# ----------------------------------------------------------------------------- v3: the light
+
+
+def test_the_6500_k_illuminant_without_tint_is_the_identity():
+    img = skin_image(seed=0, index=1, size=32).astype(np.float32) / 255.0
+    assert np.array_equal(degrade.cast_gains(6500.0), np.ones(3))
+    assert np.array_equal(degrade.relight(img, 6500.0, 0.0, 0.0), img)
+    near = degrade.cast_gains(6499.0)  # the locus is continuous through the neutral point
+    assert np.allclose(near, 1.0, atol=1e-3)
+
+
+def test_black_body_casts_go_warm_below_and_cool_above_6500_k_keeping_white_luminance():
+    warm, cool = degrade.cast_gains(2800.0), degrade.cast_gains(10000.0)
+    assert warm[0] > 1.0 > warm[2] and cool[2] > 1.0 > cool[0]  # tungsten is orange, shade is blue
+    for gains in (warm, cool, degrade.cast_gains(4000.0, 0.05)):
+        assert abs(gains @ [0.2126, 0.7152, 0.0722] - 1.0) < 1e-12  # a cast, not an exposure change
+    assert degrade.cast_gains(6500.0, 0.05)[1] > degrade.cast_gains(6500.0, -0.05)[1]  # tint: green vs magenta
+
+
+def test_a_von_kries_cast_in_linear_light_is_undone_exactly_by_its_inverse_gains():
+    # mid-tones only, so that nothing clips under the cast
+    img = (0.25 + 0.3 * skin_image(seed=0, index=2, size=32).astype(np.float32) / 255.0).astype(np.float32)
+    cast = degrade.relight(img, 3200.0, 0.03, 0.0)
+    assert np.abs(cast - img).max() > 0.05
+    gains = degrade.cast_gains(3200.0, 0.03)
+    undone = degrade.srgb_encode(degrade.srgb_decode(cast) / gains.astype(np.float32))
+    assert np.abs(undone - img).max() < 1e-5
+
+
+def test_v3_draws_are_deterministic_per_seed_and_relight_in_linear_light():
+    img = skin_image(seed=0, index=3, size=48)
+    cfg = DegradeConfig()
+    first = [degrade.sample(degrade.key_rng(7, f"k{i}"), cfg, image=img) for i in range(20)]
+    again = [degrade.sample(degrade.key_rng(7, f"k{i}"), cfg, image=img) for i in range(20)]
+    assert first == again
+    lit = [d for d in first if d.kelvin != degrade.NEUTRAL_KELVIN]
+    assert lit and all(cfg.kelvin_min - 1e-6 <= d.kelvin <= cfg.kelvin_max + 1e-6 for d in lit)
+    d = lit[0]
+    assert np.array_equal(degrade.apply_uint8(img, d), degrade.apply_uint8(img, d))
+    assert d.subset == "colour"
+
+
+def test_exposure_errors_are_drawn_only_past_what_good_photos_show():
+    """Under-exposure pushes the highlights below dark_p99, over-exposure the median above
+    bright_p50: a model never learns to brighten or darken a photo that looks like a good one."""
+    img = skin_image(seed=0, index=4, size=64)
+    cfg = DegradeConfig(clean_fraction=0.0, light_prob=0.0, exposure_error_prob=1.0, blur_prob=0.0,
+                        jpeg_prob=0.0, noise_prob=0.0)
+    draws = [degrade.sample(np.random.default_rng(i), cfg, image=img) for i in range(40)]
+    assert all(d.ev != 0.0 for d in draws)
+    lum = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    linear = degrade.srgb_decode(img.astype(np.float32) / 255.0) @ lum
+    for d in draws[:12]:
+        out = degrade.srgb_decode(degrade.apply_uint8(img, d).astype(np.float32) / 255.0) @ lum
+        if d.ev < 0:  # the highlights end up darker than in 99% of good photos
+            assert np.percentile(out, 99) < cfg.dark_p99 * 1.05
+        else:  # the light on the median pixel is past any good photo's, and highlights clip
+            assert np.percentile(linear, 50) * 2.0 ** d.ev > cfg.bright_p50 * 0.95
+            assert (degrade.apply_uint8(img, d).max(axis=2) == 255).mean() > 0.05
+    assert any(d.ev < 0 for d in draws) and any(d.ev > 0 for d in draws)
+    no_photo = degrade.sample(np.random.default_rng(0), cfg)  # no photo, no exposure error
+    assert no_photo.ev == 0.0

@@ -134,3 +134,80 @@ def test_lut_model_trains_towards_a_colour_cast_inverse():
         loss.backward()
         opt.step()
     assert float(loss) < 0.3 * first
+
+
+# ----------------------------------------------------------------------------- light (model v3)
+
+
+def _light(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(arch="light")).eval()
+
+
+def _random_head(model: nn.Module, confidence_logit: float | None = None) -> nn.Module:
+    """The light model with a non-zero output layer, as after training."""
+    with torch.no_grad():
+        model.predict[-1].weight.normal_(0.0, 0.05)
+        model.predict[-1].bias.copy_(torch.tensor([0.3, -0.4, 0.5, 0.0]))
+        if confidence_logit is not None:
+            model.predict[-1].weight[3].zero_()
+            model.predict[-1].bias[3] = confidence_logit
+    return model
+
+
+def test_light_model_is_exactly_the_identity_at_initialisation():
+    x = torch.rand(2, 3, 40, 56)
+    with torch.no_grad():
+        assert torch.equal(_light()(x), x)
+        tables = _light().channel_tables(_light().colour_params(torch.rand(1, 3, 64, 64)))
+    assert torch.equal(tables, torch.arange(256, dtype=torch.uint8).expand(3, 256))
+
+
+def test_light_model_is_the_identity_at_zero_confidence():
+    model = _random_head(_light(), confidence_logit=-60.0)  # sigmoid(-60) == 0 in float32
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        params = model.colour_params(x)
+        assert params[0, :3].abs().max() > 0.1  # it would correct, at full strength
+        assert torch.equal(model(x), x)
+        assert torch.equal(model.channel_tables(params), torch.arange(256, dtype=torch.uint8).expand(3, 256))
+
+
+def test_light_model_maps_equal_colours_to_equal_colours_anywhere_in_the_photo():
+    """A lesion keeps its colour relative to the skin: the correction is one per-channel mapping."""
+    model = _random_head(_light(), confidence_logit=2.0)
+    x = torch.rand(1, 3, 48, 48)
+    lesion_red = torch.tensor([0.7, 0.25, 0.3])
+    x[0, :, 3, 5] = lesion_red
+    x[0, :, 40, 44] = lesion_red
+    with torch.no_grad():
+        y = model(x)
+    assert not torch.allclose(y[0, :, 3, 5], lesion_red, atol=1e-3)  # it did change
+    assert torch.equal(y[0, :, 3, 5], y[0, :, 40, 44])
+
+
+def test_light_model_training_output_is_full_strength_and_confidence_scaled():
+    model = _random_head(_light(), confidence_logit=0.0).train()
+    model.predict[2].p = 0.0  # no dropout, so both passes see the same network
+    x = torch.rand(2, 3, 32, 32)
+    full, applied = model(x)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(applied, model(x), atol=1e-6)  # inference applies the confident one
+    assert not torch.allclose(full, applied, atol=1e-3)
+    # the confidence-scaled output trains the confidence alone: no gradient reaches the estimate
+    model.zero_grad()
+    applied.sum().backward()
+    assert model.predict[-1].weight.grad[:3].abs().max() == 0 and model.predict[-1].weight.grad[3].abs().max() > 0
+
+
+def test_light_model_tables_agree_with_its_float_output():
+    model = _random_head(_light(), confidence_logit=1.0)
+    x = (torch.randint(0, 256, (1, 3, 24, 24)).float() / 255.0)
+    with torch.no_grad():
+        params = model.colour_params(torch.nn.functional.interpolate(x, size=64, mode="bilinear"))
+        y = model(x, params)
+        tables = model.channel_tables(params).long()  # (3, 256)
+    levels = (x[0] * 255).round().long()  # (3, H, W)
+    looked_up = torch.stack([tables[c][levels[c]] for c in range(3)]).float()
+    assert (looked_up - (y[0] * 255)).abs().max() <= 0.51
