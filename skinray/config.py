@@ -26,6 +26,7 @@ LR_SCHEDULES = ("constant", "cosine")
 SKIPS = ("concat", "add", "none")
 ARCHS = ("poster", "context", "affine", "lut", "light")
 RESUME_MODES = ("auto", "force")
+SPLIT_BY = ("auto", "folder", "hash")  # data.split_by: how photos are split (skinray/ingest.py)
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window, in pixels
 
 
@@ -58,11 +59,27 @@ class DataConfig:
     val_fraction: float = 0.3  # share of keys that go to validation (a hash of the key decides)
     image_size: int = 128  # training crops are image_size x image_size pixels
     seed: int = 0  # split and validation-degradation seed
+    # A test split never trained on nor used to pick a model: with split_by auto, photos under a
+    # top-level train/, val/ or test/ folder take that split (the ISIC copy's layout), the others a
+    # hash of (seed, group): test_fraction of them test, val_fraction val. split_by hash: the hash
+    # for all; folder: the folders for all (a photo outside them is an error). skinray/ingest.py.
+    test_fraction: float = 0.0
+    split_by: str = "auto"  # auto | folder | hash
+    # Synthetic photos mixed into training (a folder/prefix of `skinray synth` photos; "" = none):
+    # synthetic_share of each epoch's training pairs come from it, the rest are data.source's
+    # train split; validation stays on data.source's val split (skinray/data.py).
+    synthetic: str = ""
+    synthetic_share: float = 0.25
 
     def validate(self) -> None:
         _require(bool(self.source), "data.source", "must name a folder, bucket prefix or manifest")
         _require(0.0 < self.val_fraction < 1.0, "data.val_fraction",
                  f"must be in (0, 1), got {self.val_fraction}")
+        _require(0.0 <= self.test_fraction < 1.0 - self.val_fraction, "data.test_fraction",
+                 f"must be in [0, 1 - val_fraction), got {self.test_fraction} (val_fraction {self.val_fraction})")
+        _require(self.split_by in SPLIT_BY, "data.split_by", f"unknown {self.split_by!r}; choose from {SPLIT_BY}")
+        _require(0.0 <= self.synthetic_share < 1.0, "data.synthetic_share",
+                 f"must be in [0, 1) (the share of training pairs from data.synthetic), got {self.synthetic_share}")
         _require(self.image_size >= 8, "data.image_size",
                  f"must be >= 8 pixels, got {self.image_size}")
 
