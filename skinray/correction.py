@@ -11,8 +11,8 @@ import numpy as np
 
 from skinray import degrade
 
-# The black-body locus sampled in mired (1e6 / K): 1667 K to 25000 K, one mired apart.
-_MIRED = np.arange(40.0, 600.0, 1.0)
+# The black-body locus sampled in mired (1e6 / K): 2000 K to 25000 K, one mired apart.
+_MIRED = np.arange(40.0, 500.5, 1.0)
 
 
 @dataclass(frozen=True)

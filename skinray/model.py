@@ -292,6 +292,10 @@ class LightCorrector(nn.Module):
     ALIGN, halo = 1, 0  # an output pixel depends on its own input pixel and the thumbnail alone
     HEAD_CHANNELS = (16, 32, 64, 128)
     N_STATS = 17
+    # Log-chroma histogram (after Barron's convolutional colour constancy): a light multiplies
+    # every pixel, which shifts the whole histogram of (log R/G, log B/G) without changing its
+    # shape, so the illuminant is where the histogram sits.
+    HIST_U, HIST_V, HIST_BINS = (-1.5, 2.5), (-3.5, 1.0), (32, 36)
     LOG_GAIN_MAX, EV_MAX = 2.0, 3.0  # bounds of the correction: gains within e^+-2, +-3 stops
 
     def __init__(self, cfg: ModelConfig):
@@ -302,7 +306,11 @@ class LightCorrector(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             c_in = c_out
         self.head = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (N, 128)
-        self.predict = nn.Sequential(nn.Linear(c_in + self.N_STATS, 128), nn.LeakyReLU(0.2),
+        self.histogram_head = nn.Sequential(  # (N, 1, 32, 36) -> (N, 64)
+            nn.Conv2d(1, 8, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.LeakyReLU(0.2), nn.Flatten(),
+            nn.Linear(32 * 8 * 9, 64), nn.LeakyReLU(0.2))
+        self.predict = nn.Sequential(nn.Linear(c_in + 64 + self.N_STATS, 128), nn.LeakyReLU(0.2),
                                      nn.Dropout(cfg.dropout), nn.Linear(128, 4))
         nn.init.zeros_(self.predict[-1].weight)
         nn.init.zeros_(self.predict[-1].bias)
@@ -332,12 +340,26 @@ class LightCorrector(nn.Module):
         return torch.cat([grey_world.log(), shades.log(), bright.log(), edges.log(), q.clamp(min=1e-4).log(),
                           clipped, dark], dim=1)
 
+    def _histogram(self, chroma: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
+        """(N, 2, T, T) log-chroma -> (N, 1, 32, 36): the share of usable pixels (neither dark
+        nor clipped) in each (log R/G, log B/G) bin, square-rooted."""
+        n = chroma.shape[0]
+        (u0, u1), (v0, v1), (bu, bv) = self.HIST_U, self.HIST_V, self.HIST_BINS
+        iu = ((chroma[:, 0] - u0) / (u1 - u0) * bu).floor().clamp(0, bu - 1).long().flatten(1)  # (N, T*T)
+        iv = ((chroma[:, 1] - v0) / (v1 - v0) * bv).floor().clamp(0, bv - 1).long().flatten(1)
+        usable = ((linear.amax(1) < 0.98) & (linear.amin(1) > 0.002)).float().flatten(1)  # (N, T*T)
+        hist = torch.zeros(n, bu * bv, device=chroma.device).scatter_add_(1, iu * bv + iv, usable)
+        hist = hist / usable.sum(1, keepdim=True).clamp(min=1.0)
+        return hist.sqrt().reshape(n, 1, bu, bv)
+
     def colour_params(self, thumb: torch.Tensor) -> torch.Tensor:
         """Whole-photo thumbnail (N, 3, T, T) in [0, 1] -> (N, 4): log gain R/G, log gain B/G,
         exposure (stops), confidence logit; bounded (tanh) to the correction's range."""
         linear = self.decode(thumb.float())
         chroma = (linear[:, [0, 2]].clamp(min=1e-4) / linear[:, 1:2].clamp(min=1e-4)).log()  # (N, 2, T, T)
-        raw = self.predict(torch.cat([self.head(torch.cat([thumb, chroma], dim=1)), self._stats(linear)], dim=1))
+        features = [self.head(torch.cat([thumb, chroma], dim=1)),
+                     self.histogram_head(self._histogram(chroma, linear)), self._stats(linear)]
+        raw = self.predict(torch.cat(features, dim=1))
         bound = raw.new_tensor([self.LOG_GAIN_MAX, self.LOG_GAIN_MAX, self.EV_MAX])
         return torch.cat([bound * torch.tanh(raw[:, :3] / bound), raw[:, 3:]], dim=1)
 
@@ -358,9 +380,11 @@ class LightCorrector(nn.Module):
         return torch.sigmoid(params[:, 3])
 
     def correct(self, x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
-        """Apply linear-light gains (N, 3) to sRGB photos (N, 3, H, W); a photo whose gains are
-        all exactly 1 comes back bit for bit."""
+        """Apply linear-light gains (N, 3) to sRGB photos (N, 3, H, W); outside training, a photo
+        whose gains are all exactly 1 comes back bit for bit."""
         out = self.encode(self.decode(x) * gains[:, :, None, None])
+        if gains.requires_grad:  # training: the gradient must reach the gains, even at 1
+            return out
         untouched = (gains == 1.0).all(dim=1)[:, None, None, None]  # (N, 1, 1, 1)
         return torch.where(untouched, x, out)
 

@@ -115,3 +115,40 @@ def test_colour_only_lut_stops_between_strips():
     with pytest.raises(EnhanceStopped):
         _colour_only_lut(tile=64, margin=0).enhance(np.zeros((640, 64, 3), np.uint8), should_stop=stop_on_third)
     assert len(calls) == 3, "strips after the stop are not computed"
+
+
+def _light_enhancer(**kwargs) -> Enhancer:
+    """The light model with a trained-looking output layer: a warm-light correction, confident."""
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(arch="light"))
+    model = build_model(cfg.model)
+    with torch.no_grad():
+        model.predict[-1].bias.copy_(torch.tensor([-0.4, 0.5, 0.2, 3.0]))
+    return Enhancer(LoadedModel(model, cfg, {}), "cpu", **kwargs)
+
+
+def test_light_model_tables_are_its_float_output_within_a_grey_level_in_any_strips():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (600, 300, 3), dtype=np.uint8)
+    enhancer = _light_enhancer(tile=4096)
+    assert enhancer.margin == 0
+    with torch.no_grad():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        params = enhancer._whole_image_context(image)
+        reference = (enhancer.model(x, params)[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    out = enhancer.enhance(image)
+    assert np.abs(out.astype(int) - reference).max() <= 1
+    assert np.abs(out.astype(int) - image).mean() > 2
+    for strips in (_light_enhancer(tile=64, margin=8), _light_enhancer(tile=200, threads=2)):
+        np.testing.assert_array_equal(strips.enhance(image), out)
+
+
+def test_light_model_reports_the_correction_it_applies():
+    enhancer = _light_enhancer()
+    photo = np.full((64, 64, 3), 128, np.uint8)
+    (found,) = enhancer.corrections([photo])
+    assert 0.9 < found.confidence < 1.0
+    assert found.gains[0] < 1.0 < found.gains[2]  # less red, more blue: it undid a warm light
+    assert 3000 < found.kelvin < 6000 and abs(found.tint) < 0.5
+    assert abs(found.ev - 0.2 * found.confidence) < 1e-3
+    assert _enhancer("lut").corrections([photo]) == [None]
