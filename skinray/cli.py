@@ -150,7 +150,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from skinray.config import DataConfig
     from skinray.progress import ProgressLine, bar
 
-    DataConfig(source=args.src, val_fraction=args.val_fraction, seed=args.seed).validate()
+    DataConfig(source=args.src, val_fraction=args.val_fraction, seed=args.seed, test_fraction=args.test_fraction,
+               split_by=args.split_by).validate()
     s3 = storage.S3Options.from_env(args.s3_endpoint)
 
     line = ProgressLine(every_s=10.0)
@@ -159,13 +160,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         line.update(f"[skinray] ingest {bar(done, total) + ' ' if line.live else ''}{done}/{total} files read",
                     final=done == total)
 
-    manifest = ingest.build_manifest(args.src, args.val_fraction, args.seed, s3, progress=progress)
+    manifest = ingest.build_manifest(args.src, args.val_fraction, args.seed, s3, progress=progress,
+                                     test_fraction=args.test_fraction, split_by=args.split_by,
+                                     masks=args.masks, attributes=args.attributes)
     if manifest.table.num_rows == 0:
         raise SkinrayError(f"{args.src}: no readable images found ({len(manifest.skipped)} unreadable, "
                            f"{manifest.ignored} non-image files)")
     ingest.write_manifest(manifest, args.out, s3)
     print(f"[skinray] manifest {args.out}: {manifest.count('train')} train, {manifest.count('val')} val, "
-          f"{len(manifest.skipped)} unreadable skipped, {manifest.ignored} non-image files ignored")
+          f"{manifest.count('test')} test, {len(manifest.skipped)} unreadable skipped, {manifest.ignored} "
+          f"non-image files ignored, {manifest.annotation_files} masks/annotation images (not photos)")
+    masks, attributes = manifest.annotated()
+    print(f"[skinray] {masks} photos with a lesion mask, {attributes} with their {len(ingest.annotations.ATTRIBUTES)} "
+          f"attributes" + (f"; {len(manifest.notes)} problems (warned above)" if manifest.notes else ""))
     groups = manifest.groups()
     if groups["lesion"] or groups["patient"]:
         print(f"[skinray] split by {ingest.METADATA_FILE}: {groups['lesion']} lesions, {groups['patient']} patients "
@@ -354,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="manifest URI (.parquet)")
     p.add_argument("--val-fraction", type=float, default=0.3, help="share of photos for validation")
     p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--test-fraction", type=float, default=0.0,
+                   help="share of hashed photos for the test split (never trained on)")
+    p.add_argument("--split-by", default="auto", choices=("auto", "folder", "hash"),
+                   help="auto: a top-level train/, val/ or test/ folder decides, else the hash; folder; hash")
+    p.add_argument("--masks", help="folder of lesion masks <id>_segmentation.png (also looked for beside the "
+                                   "photos and in a *GroundTruth* folder)")
+    p.add_argument("--attributes", help="attribute file (lines 'ISIC_0000000 00010': globules, milia-like cyst, "
+                                        "negative network, pigment network, streaks) or a folder of ISIC 2018 "
+                                        "Task 2 masks")
     p.add_argument("--s3-endpoint")
     p.set_defaults(func=cmd_ingest)
 

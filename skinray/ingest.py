@@ -2,12 +2,19 @@
 or built on the fly when training from a folder or prefix).
 
 Manifest columns: ``key`` (path under the source), ``uri``, ``size_bytes``, ``sha256`` of the
-content, ``split`` (``train``/``val``), ``width``, ``height``, ``format``, ``group``. The split is
-a hash of (seed, group), so adding images never moves existing ones between train and val. The
-group is the image's lesion (``lesion:ID``), else its patient (``patient:ID``), as a
-``metadata.csv`` beside it says (the layout of the ISIC archive's ``isic image download``: one
-row per ``isic_id``, the image being ``ISIC_ID.<ext>`` in the same folder), else its key: photos
-of one lesion never land in both splits.
+content, ``split`` (``train``/``val``/``test``), ``width``, ``height``, ``format``, ``group``,
+``mask_uri`` (the lesion mask, or null) and one nullable boolean per dermoscopic attribute
+(:data:`skinray.annotations.ATTRIBUTES`; where they are found: :mod:`skinray.annotations`).
+Manifests written before a column existed read with it null.
+
+The split: a photo under a top-level ``train/``, ``val/`` or ``test/`` folder takes that split
+(``split_by`` auto or folder: the ISIC copy's layout); otherwise a hash of (seed, group), so
+adding images never moves existing ones between splits: ``test_fraction`` of groups go to test,
+``val_fraction`` to val. The test split is never trained on nor used to pick a model. The group
+is the image's lesion (``lesion:ID``), else its patient (``patient:ID``), as a ``metadata.csv``
+beside it says (the layout of the ISIC archive's ``isic image download``: one row per
+``isic_id``, the image being ``ISIC_ID.<ext>`` in the same folder), else its key: photos of one
+lesion never land in two splits.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skinray import images, storage
+from skinray import annotations, images, storage
 from skinray.config import MAX_PIXELS, Config
 from skinray.errors import SkinrayError
 
@@ -33,17 +40,49 @@ log = logging.getLogger("skinray.ingest")
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("uri", pa.string()), ("size_bytes", pa.int64()), ("sha256", pa.string()),
     ("split", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("format", pa.string()),
-    ("group", pa.string()),
+    ("group", pa.string()), ("mask_uri", pa.string()),
+    *[(name, pa.bool_()) for name in annotations.ATTRIBUTES],
 ])
+SPLITS = ("train", "val", "test")  # test: never trained on, never used to pick a model
+_OPTIONAL = ("mask_uri", *annotations.ATTRIBUTES)  # null in manifests written before they existed
 METADATA_FILE = "metadata.csv"  # written by the ISIC archive's CLI beside the images it downloads
 _ID_COLUMN, _GROUP_COLUMNS = "isic_id", (("lesion_id", "lesion"), ("patient_id", "patient"))
 
 
-def split_of(key: str, val_fraction: float, seed: int = 0) -> str:
-    """'val' for a stable ``val_fraction`` share of keys (or group ids), else 'train'; depends
-    only on (seed, key)."""
+def split_of(key: str, val_fraction: float, seed: int = 0, test_fraction: float = 0.0) -> str:
+    """'val' for a stable ``val_fraction`` share of keys (or group ids), 'test' for another
+    ``test_fraction`` share, else 'train'; depends only on (seed, key). Test is drawn from the
+    other end of the hash: a test_fraction never moves a photo between val and another split."""
     digest = hashlib.sha256(f"split:{seed}:{key}".encode()).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "val" if u < val_fraction else "test" if u >= 1.0 - test_fraction else "train"
+
+
+def folder_split(key: str) -> str | None:
+    """The split named by the photo's top-level folder (``train/``, ``val/``, ``test/``), or None."""
+    top = key.split("/", 1)[0] if "/" in key else ""
+    return top if top in SPLITS else None
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """How photos are split (``data.val_fraction``, ``test_fraction``, ``seed``, ``split_by``)."""
+
+    val_fraction: float = 0.3
+    seed: int = 0
+    test_fraction: float = 0.0
+    split_by: str = "auto"  # auto: the folder where it names a split, else the hash | folder | hash
+
+    def split(self, key: str, group: str) -> str:
+        folder = folder_split(key) if self.split_by != "hash" else None
+        return folder or split_of(group, self.val_fraction, self.seed, self.test_fraction)
+
+    def check(self, keys: list[str], source: str) -> None:
+        """split_by folder: every photo must be under a train/, val/ or test/ folder."""
+        outside = [k for k in keys if folder_split(k) is None]
+        if self.split_by == "folder" and outside:
+            raise SkinrayError(f"{source}: split by folder, but {len(outside)} photos are under no top-level "
+                               f"train/, val/ or test/ folder ({_examples(outside)}); move them or split by hash")
 
 
 def _examples(items: list[str], limit: int = 5) -> str:
@@ -147,10 +186,17 @@ class Manifest:
     table: pa.Table
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) of unusable files
     ignored: int = 0  # files without an image extension
-    notes: list[str] = field(default_factory=list)  # problems in metadata.csv files (reported, not fatal)
+    notes: list[str] = field(default_factory=list)  # problems in metadata.csv / annotations (reported, not fatal)
+    annotation_files: int = 0  # masks and other annotation images under the source (not photos)
 
     def count(self, split: str) -> int:
         return sum(1 for s in self.table.column("split").to_pylist() if s == split)
+
+    def annotated(self) -> tuple[int, int]:
+        """(photos with a lesion mask, photos with every attribute known)."""
+        masks = self.table.num_rows - self.table.column("mask_uri").null_count
+        known = [self.table.column(name).to_pylist() for name in annotations.ATTRIBUTES]
+        return masks, sum(all(v is not None for v in row) for row in zip(*known))
 
     def groups(self) -> dict[str, int]:
         """How many lesions and patients the images were grouped by (images split by key: 'key')."""
@@ -171,18 +217,37 @@ class Manifest:
 
 def build_manifest(source: str, val_fraction: float, seed: int = 0, s3: storage.S3Options | None = None,
                    max_pixels: int = MAX_PIXELS, threads: int = 16,
-                   progress: Callable[[int, int], None] | None = None) -> Manifest:
-    """List the images under ``source``, read each once (content hash, header probe) and assign
-    its split, by group (:func:`group_images`: the lesion or patient of a ``metadata.csv``
-    beside it, else the key). Unreadable or non-image files with an image extension are skipped
-    with a warning; problems in metadata.csv files are warned about and kept in ``notes``."""
+                   progress: Callable[[int, int], None] | None = None, *, test_fraction: float = 0.0,
+                   split_by: str = "auto", masks: str | None = None, attributes: str | None = None) -> Manifest:
+    """List the images under ``source`` (masks and other annotation images are not photos), read
+    each once (content hash, header probe), find its mask and attributes
+    (:func:`skinray.annotations.find`: ``masks`` a folder, ``attributes`` a file or folder) and
+    assign its split (:class:`SplitRule`), by group (:func:`group_images`: the lesion or patient
+    of a ``metadata.csv`` beside it, else the key). Unreadable or non-image files with an image
+    extension are skipped with a warning; problems in metadata.csv files and annotations are
+    warned about and kept in ``notes``."""
+    rule = SplitRule(val_fraction, seed, test_fraction, split_by)
     entries = storage.list_files(source, s3)
-    candidates = [e for e in entries if images.is_image_key(e.key)]
-    ignored = len(entries) - len(candidates)
+    images_ = [e for e in entries if images.is_image_key(e.key)]
+    candidates = [e for e in images_ if not annotations.is_annotation(e.key)]
+    rule.check([e.key for e in candidates], source)
     groups, notes = group_images(entries, [e.key for e in candidates], s3)
+    found = annotations.find(source, entries, s3, masks, attributes)
+    notes += found.notes
+    rows, skipped = _inspect_all(candidates, groups, found, rule, s3, max_pixels, threads, progress)
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    notes += _leaks(table) + _unmatched(found, table)
     for note in notes:
         log.warning("%s", note)
+    return Manifest(table=table, skipped=skipped, ignored=len(entries) - len(images_), notes=notes,
+                    annotation_files=len(images_) - len(candidates))
 
+
+def _inspect_all(candidates: list[storage.FileEntry], groups: dict[str, str], found: annotations.Annotations,
+                 rule: SplitRule, s3: storage.S3Options | None, max_pixels: int, threads: int,
+                 progress: Callable[[int, int], None] | None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The manifest rows of the readable ``candidates`` (read in ``threads`` threads) and the
+    (key, reason) of the others."""
     def inspect(entry: storage.FileEntry) -> dict[str, Any] | tuple[str, str]:
         try:
             data = storage.read_bytes(entry.uri, s3)
@@ -191,8 +256,9 @@ def build_manifest(source: str, val_fraction: float, seed: int = 0, s3: storage.
             return entry.key, str(exc)
         group = groups.get(entry.key, entry.key)
         return {"key": entry.key, "uri": entry.uri, "size_bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(), "split": split_of(group, val_fraction, seed),
-                "width": width, "height": height, "format": fmt, "group": group}
+                "sha256": hashlib.sha256(data).hexdigest(), "split": rule.split(entry.key, group),
+                "width": width, "height": height, "format": fmt, "group": group,
+                "mask_uri": found.mask_uri(entry.key), **found.attributes(entry.key, s3)}
 
     rows, skipped = [], []
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -204,8 +270,25 @@ def build_manifest(source: str, val_fraction: float, seed: int = 0, s3: storage.
                 skipped.append(result)
             if progress:
                 progress(done, len(candidates))
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    return Manifest(table=table, skipped=skipped, ignored=ignored, notes=notes)
+    return rows, skipped
+
+
+def _leaks(table: pa.Table) -> list[str]:
+    """A note if photos of one lesion or patient are in more than one split (a folder split can do it)."""
+    splits: dict[str, set[str]] = {}
+    for key, group, split in zip(*(table.column(c).to_pylist() for c in ("key", "group", "split"))):
+        if group != key:
+            splits.setdefault(group, set()).add(split)
+    leaked = sorted(g for g, s in splits.items() if len(s) > 1)
+    return [f"{len(leaked)} lesions/patients have photos in more than one split folder ({_examples(leaked)}): "
+            f"their validation or test figures are not held out"] if leaked else []
+
+
+def _unmatched(found: annotations.Annotations, table: pa.Table) -> list[str]:
+    """A note for attribute-file rows that name no photo."""
+    stems = {posixpath.splitext(posixpath.basename(k))[0] for k in table.column("key").to_pylist()}
+    extra = sorted(set(found.attribute_rows) - stems)
+    return [f"attributes: {len(extra)} rows name no photo, ignored ({_examples(extra)})"] if extra else []
 
 
 def write_manifest(manifest: Manifest, uri: str, s3: storage.S3Options | None = None) -> None:
@@ -221,6 +304,10 @@ def read_manifest(uri: str, s3: storage.S3Options | None = None) -> Manifest:
         raise SkinrayError(f"{uri}: not a Parquet manifest ({exc})") from None
     if "group" not in table.column_names:  # written before images were grouped: split by key
         table = table.append_column("group", table.column("key"))
+    for name in _OPTIONAL:  # written before masks and attributes: unknown
+        if name not in table.column_names:
+            column = MANIFEST_SCHEMA.field(name)
+            table = table.append_column(column, pa.nulls(table.num_rows, column.type))
     missing = [name for name in MANIFEST_SCHEMA.names if name not in table.column_names]
     if missing:
         raise SkinrayError(f"{uri}: manifest lacks columns {missing}; write it with `skinray ingest`")
@@ -231,7 +318,8 @@ def load_or_build_manifest(cfg: Config, s3: storage.S3Options | None = None) -> 
     """``data.source`` is a manifest (.parquet) or a folder/prefix to list on the fly."""
     if cfg.data.source.endswith(".parquet"):
         return read_manifest(cfg.data.source, s3)
-    return build_manifest(cfg.data.source, cfg.data.val_fraction, cfg.data.seed, s3)
+    return build_manifest(cfg.data.source, cfg.data.val_fraction, cfg.data.seed, s3,
+                          test_fraction=cfg.data.test_fraction, split_by=cfg.data.split_by)
 
 
 # ----------------------------------------------------------------------------- Ray Data stage
