@@ -378,7 +378,8 @@ def check_resume(cfg: Config, manifest: ingest.Manifest, s3: storage.S3Options) 
                 if (keys is None or k in keys) and k in there and there[k] != v]
 
     model = changed("model")
-    others = changed("data", ("val_fraction", "seed")) + changed("degrade")
+    others = changed("data", ("val_fraction", "seed", "test_fraction", "split_by", "synthetic",
+                              "synthetic_share")) + changed("degrade")
     stored_fp, fp = meta.get("data_fingerprint", ""), manifest.fingerprint()
     if stored_fp != fp:
         others.insert(0, f"data fingerprint {stored_fp[:12] or 'none'} there "
@@ -407,8 +408,14 @@ def prepare(cfg: Config) -> tuple[ingest.Manifest, storage.S3Options]:
         raise SkinrayError(f"{cfg.data.source}: found {n_train} training and {n_val} validation images "
                            f"({len(manifest.skipped)} unreadable); need at least one of each - add images "
                            f"or change data.val_fraction")
-    print(f"[skinray] data {cfg.data.source}: {n_train} train / {n_val} val images, "
-          f"{len(manifest.skipped)} unreadable skipped, fingerprint {manifest.fingerprint()[:12]}", flush=True)
+    print(f"[skinray] data {cfg.data.source}: {n_train} train / {n_val} val images"
+          + (f" ({manifest.count('test')} test, not used in training)" if manifest.count("test") else "")
+          + f", {len(manifest.skipped)} unreadable skipped, fingerprint {manifest.fingerprint()[:12]}", flush=True)
+    pool = data.synthetic_pool(cfg, s3)  # before Ray: an empty data.synthetic is an error here
+    if pool:
+        print(f"[skinray] synthetic {cfg.data.synthetic}: {len(pool)} photos, "
+              f"{data.synthetic_slots(n_train, cfg.data.synthetic_share)} of them drawn anew each epoch "
+              f"(data.synthetic_share {cfg.data.synthetic_share:g} of the training pairs)", flush=True)
     return manifest, s3
 
 
@@ -430,7 +437,9 @@ def make_trainer(cfg: Config, manifest: ingest.Manifest, s3: storage.S3Options, 
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "fingerprint": manifest.fingerprint(),
-                           "train_images": manifest.count("train"),  # for the progress within an epoch
+                           "train_images": manifest.count("train") + (  # for the progress within an epoch
+                               data.synthetic_slots(manifest.count("train"), cfg.data.synthetic_share)
+                               if cfg.data.synthetic else 0),
                            "progress_every_s": float(os.environ.get("SKINRAY_PROGRESS_EVERY_S", "30"))},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.gpu,
                                                resources_per_worker=resources),

@@ -3,6 +3,7 @@ import pytest
 
 from skinray import data, degrade, images, ingest, storage, synth
 from skinray.config import load_config
+from skinray.errors import ConfigError, SkinrayError
 
 
 def test_split_is_stable_when_images_are_added():
@@ -115,3 +116,54 @@ def test_undecodable_file_is_flagged_with_its_reason(pipeline):
     _, inputs, ok, error, _ = rows["truncated.jpg"]
     assert not ok and "cannot decode" in error and not inputs.any()
     assert sum(not v[2] for v in rows.values()) == 1
+
+
+# ------------------------------------------------- real photos mixed with a share of synthetic ones
+def _mixed_pairs(table, cfg, pool) -> dict:
+    """make_pairs over a training table as Ray Data calls it, batch by batch (no Ray here)."""
+    out = {"key": [], "target": [], "ok": []}
+    for start in range(0, table.num_rows, 16):
+        batch = {c: np.array(table[c].to_pylist()[start:start + 16], dtype=object) for c in ("key", "uri")}
+        pairs = data.make_pairs(batch, split="train", image_size=16, degrade_cfg=cfg.degrade.__dict__.copy(),
+                                seed=0, s3=None, synthetic=pool)
+        for name in out:
+            out[name] += list(pairs[name])
+    return out
+
+
+def test_training_pairs_mix_in_the_configured_share_of_synthetic_photos(tmp_path):
+    synth.write_dataset(str(tmp_path / "real"), 40, size=16, seed=1)
+    synth.write_dataset(str(tmp_path / "synthetic"), 6, size=16, seed=2)
+    cfg = load_config(overrides={"data.source": str(tmp_path / "real"), "data.synthetic": str(tmp_path / "synthetic"),
+                                 "data.synthetic_share": 0.25, "data.val_fraction": 0.25, "data.image_size": 16,
+                                 "degrade.natural_variation": 0.0})  # targets: the photos as they are
+    manifest = ingest.load_or_build_manifest(cfg)
+    pool = data.synthetic_pool(cfg)
+    tables = data.training_tables(manifest, cfg, len(pool))
+    assert tables["val"].num_rows == manifest.count("val") and not any(
+        k.startswith(data.SLOT) for k in tables["val"]["key"].to_pylist()), "validation stays real"
+    epochs = [_mixed_pairs(tables["train"], cfg, pool) for _ in range(2)]
+    for pairs in epochs:
+        synthetic = [k.startswith(data.SYNTHETIC) for k in pairs["key"]]
+        assert len(synthetic) == manifest.count("train") + sum(synthetic) and all(pairs["ok"])
+        assert abs(np.mean(synthetic) - 0.25) < 0.03, np.mean(synthetic)
+        assert any(synthetic[:16]), "every batch mixes both"
+        for key, target in zip(pairs["key"], pairs["target"]):
+            folder = "synthetic" if key.startswith(data.SYNTHETIC) else "real"
+            photo = images.decode((tmp_path / folder / key.removeprefix(data.SYNTHETIC)).read_bytes())
+            np.testing.assert_array_equal(target, images.resize_square(photo, 16), err_msg=key)
+    drawn = [[k for k in pairs["key"] if k.startswith(data.SYNTHETIC)] for pairs in epochs]
+    assert drawn[0] != drawn[1], "synthetic photos are drawn anew every epoch"
+    assert len(set(drawn[0] + drawn[1])) > 3
+
+
+def test_synthetic_share_is_checked_and_an_empty_folder_is_one_error(tmp_path):
+    assert data.synthetic_slots(300, 0.25) == 100 and data.synthetic_slots(300, 0.0) == 0
+    assert data.synthetic_slots(0, 0.5) == 0
+    with pytest.raises(ConfigError, match="data.synthetic_share"):
+        load_config(overrides={"data.synthetic_share": 1.0}).validate()
+    (tmp_path / "empty").mkdir()
+    cfg = load_config(overrides={"data.synthetic": str(tmp_path / "empty")})
+    with pytest.raises(SkinrayError, match=r"data.synthetic .*empty: no photos there"):
+        data.synthetic_pool(cfg)
+    assert data.synthetic_pool(load_config()) == []

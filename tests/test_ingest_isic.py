@@ -9,11 +9,14 @@ import io
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
-from skinray import cli, ingest
+from skinray import annotations, cli, data, ingest, synth
 from skinray.config import load_config
+from skinray.errors import ConfigError, SkinrayError
 
 COLUMNS = ["isic_id", "attribution", "copyright_license", "age_approx", "anatom_site_general",
            "diagnosis_1", "image_type", "lesion_id", "patient_id", "sex"]
@@ -153,8 +156,125 @@ def test_manifest_written_before_groups_still_reads(tmp_path):
     for i in range(4):
         (root / f"p{i}.jpg").write_bytes(_jpeg(i))
     manifest = ingest.build_manifest(str(root), 0.5)
-    old = manifest.table.drop_columns(["group"])
+    old = manifest.table.drop_columns(["group", "mask_uri", *annotations.ATTRIBUTES])
     pq.write_table(old, tmp_path / "old.parquet")
     again = ingest.read_manifest(str(tmp_path / "old.parquet"))
     assert again.table["group"].to_pylist() == again.table["key"].to_pylist()
+    assert again.table["mask_uri"].null_count == again.table["streaks"].null_count == 4, "unknown, not false"
     assert again.fingerprint() == manifest.fingerprint()
+
+
+# ------------------------------------------------ ISIC 2018 layout: masks, attributes, test split
+BITS = {0: "00010", 1: "10011", 2: "01010", 3: "00000", 4: "11111", 5: "00100", 6: "00001", 7: "10000",
+        8: "01000"}
+
+
+def _photo(path: Path, index: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(synth.skin_image(0, index, 32)).save(path, "JPEG")
+
+
+def _mask(path: Path, on: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 10:22] = 255 if on else 0
+    Image.fromarray(mask).save(path)
+
+
+def _copy_layout(root: Path) -> dict[str, str]:
+    """The ISIC 2018 copy's layout: data512/{train,val,test}/ISIC_<id>.jpg, masks in a
+    *GroundTruth* folder elsewhere, an attribute file; photo 9's mask lies beside it instead and
+    it has no attribute row. Returns {photo id: split}."""
+    splits = {i: "train" if i < 6 else "val" if i < 8 else "test" for i in range(10)}
+    for i, split in splits.items():
+        _photo(root / "data512" / split / f"ISIC_{i:07d}.jpg", i)
+        if i < 9:
+            _mask(root / "images" / "512ISIC2018_Task1_Training_GroundTruth" / f"ISIC_{i:07d}_segmentation.png")
+    _mask(root / "data512" / "test" / "ISIC_0000009_segmentation.png")
+    (root / "data512" / "train" / "images_onehot_train.txt").write_text("not a photo\n")
+    lines = [f"ISIC_{i:07d} {bits}" for i, bits in BITS.items()] + ["ISIC_0000099 00001", "garbled line"]
+    (root / "images-onehot.txt").write_text("\n".join(lines) + "\n")
+    return {f"ISIC_{i:07d}": split for i, split in splits.items()}
+
+
+def test_isic_copy_layout_gives_masks_attributes_and_a_test_split(tmp_path, capsys):
+    splits = _copy_layout(tmp_path)
+    out = tmp_path / "isic.parquet"
+    assert cli.main(["ingest", str(tmp_path / "data512"), "--out", str(out), "--masks",
+                     str(tmp_path / "images" / "512ISIC2018_Task1_Training_GroundTruth"),
+                     "--attributes", str(tmp_path / "images-onehot.txt")]) == 0
+    printed = capsys.readouterr().out
+    assert "6 train, 2 val, 2 test" in printed and "1 masks/annotation images (not photos)" in printed
+    assert "10 photos with a lesion mask, 9 with their 5 attributes" in printed
+    rows = {Path(r["key"]).stem: r for r in ingest.read_manifest(str(out)).table.to_pylist()}
+    assert set(rows) == set(splits), "masks and text files are not photos"
+    assert {pid: r["split"] for pid, r in rows.items()} == splits, "the folder decides the split"
+    assert rows["ISIC_0000003"]["mask_uri"].endswith("GroundTruth/ISIC_0000003_segmentation.png")
+    assert rows["ISIC_0000009"]["mask_uri"] == str(tmp_path / "data512" / "test" / "ISIC_0000009_segmentation.png")
+    for i, bits in BITS.items():
+        assert [rows[f"ISIC_{i:07d}"][name] for name in annotations.ATTRIBUTES] == [b == "1" for b in bits]
+    assert all(rows["ISIC_0000009"][name] is None for name in annotations.ATTRIBUTES), "no row: unknown"
+    notes = "\n".join(ingest.build_manifest(str(tmp_path / "data512"), 0.3,
+                                            attributes=str(tmp_path / "images-onehot.txt")).notes)
+    assert "1 lines are not '<id> <5 bits>', ignored (line 11)" in notes
+    assert "1 rows name no photo, ignored (ISIC_0000099)" in notes
+
+    # training straight from the folder splits the same way, and never sees the test split
+    cfg = load_config(overrides={"data.source": str(tmp_path / "data512")})
+    tables = data.training_tables(ingest.load_or_build_manifest(cfg), cfg)
+    assert {Path(k).stem for k in tables["train"]["key"].to_pylist()} == {p for p, s in splits.items() if s == "train"}
+    assert {Path(k).stem for k in tables["val"]["key"].to_pylist()} == {p for p, s in splits.items() if s == "val"}
+
+
+def test_challenge_layout_finds_ground_truth_folders_and_task2_masks(tmp_path):
+    """The ISIC 2018 challenge's own folders, no flags: masks in a GroundTruth folder beside the
+    input folder, Task 2's attribute masks (an attribute is present if any pixel is set),
+    superpixel images beside the photos."""
+    photos = tmp_path / "ISIC2018_Task1-2_Training_Input"
+    for i in range(4):
+        _photo(photos / f"ISIC_{i:07d}.jpg", i)
+        _mask(photos / f"ISIC_{i:07d}_superpixels.png")
+        _mask(tmp_path / "ISIC2018_Task1_Training_GroundTruth" / f"ISIC_{i:07d}_segmentation.png")
+        for name in annotations.ATTRIBUTES:
+            _mask(tmp_path / "ISIC2018_Task2_Training_GroundTruth_v3" / f"ISIC_{i:07d}_attribute_{name}.png",
+                  on=(name == "streaks") == (i == 1))
+    manifest = ingest.build_manifest(str(photos), 0.5)
+    assert manifest.table.num_rows == 4 and manifest.annotation_files == 4 and manifest.annotated() == (4, 4)
+    rows = {Path(r["key"]).stem: r for r in manifest.table.to_pylist()}
+    assert rows["ISIC_0000001"]["streaks"] and not rows["ISIC_0000001"]["globules"]
+    assert rows["ISIC_0000002"]["globules"] and not rows["ISIC_0000002"]["streaks"]
+    # the parent folder: the GroundTruth folders are under the source now, still no photos there
+    parent = ingest.build_manifest(str(tmp_path), 0.5)
+    assert parent.table.num_rows == 4 and parent.annotated() == (4, 4)
+    assert set(parent.table["split"].to_pylist()) <= {"train", "val"}, "no split folders: hashed"
+
+
+def test_hashed_test_split_never_meets_train_nor_moves_validation(tmp_path):
+    root = tmp_path / "isic"
+    rows = _isic_folder(root, lesions=60)
+    without = ingest.build_manifest(str(root), 0.2)
+    manifest = ingest.build_manifest(str(root), 0.2, test_fraction=0.2)
+    split = dict(zip(manifest.table["key"].to_pylist(), manifest.table["split"].to_pylist()))
+    lesions = _splits_by(manifest, rows, "lesion_id")
+    assert all(len(s) == 1 for s in lesions.values()), "a lesion is in two splits"
+    assert 0.08 < manifest.count("test") / len(split) < 0.35
+    before = dict(zip(without.table["key"].to_pylist(), without.table["split"].to_pylist()))
+    assert all(split[k] == "val" for k, s in before.items() if s == "val"), "val did not move"
+    assert all(before[k] == "train" for k, s in split.items() if s == "test"), "test comes from train only"
+    cfg = load_config(overrides={"data.source": str(root), "data.val_fraction": 0.2, "data.test_fraction": 0.2})
+    tables = data.training_tables(ingest.load_or_build_manifest(cfg), cfg)
+    used = set(tables["train"]["key"].to_pylist()) | set(tables["val"]["key"].to_pylist())
+    assert used and not used & {k for k, s in split.items() if s == "test"}, "training never reads test"
+
+
+def test_split_by_folder_or_hash(tmp_path):
+    splits = _copy_layout(tmp_path)
+    _photo(tmp_path / "data512" / "extra" / "ISIC_0000050.jpg", 50)
+    with pytest.raises(SkinrayError, match=r"split by folder, but 1 photos are under no.*extra/ISIC_0000050"):
+        ingest.build_manifest(str(tmp_path / "data512"), 0.3, split_by="folder")
+    auto = ingest.build_manifest(str(tmp_path / "data512"), 0.3)
+    assert auto.count("test") == 2 and auto.table.num_rows == len(splits) + 1
+    hashed = ingest.build_manifest(str(tmp_path / "data512"), 0.3, split_by="hash")
+    assert hashed.count("test") == 0 and hashed.count("val") > 0
+    with pytest.raises(ConfigError, match="data.split_by"):
+        load_config(overrides={"data.split_by": "lesion"}).validate()
