@@ -272,13 +272,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate.run(args.model, args.data, args.out, size=args.size, limit=args.limit, split=args.split,
                            seed=args.seed, photos=args.photos, s3=storage.S3Options.from_env(args.s3_endpoint),
-                           degrade_preset=args.degrade, device=args.device, precision=args.precision)
+                           degrade_preset=args.degrade, device=args.device, precision=args.precision,
+                           masks=args.masks)
     for name, row in metrics["restoration"].items():
         print(f"[skinray] {name:<32} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}  "
               f"CIEDE2000 {row['ciede2000']:5.2f}  {row['ms_per_image']:7.1f} ms/image")
     for name, row in metrics["oracles"].items():
         print(f"[skinray] {name:<32} PSNR {row['overall']['psnr']:6.2f} dB  SSIM {row['overall']['ssim']:.4f}  "
               f"CIEDE2000 {row['overall']['ciede2000']:5.2f}  (fitted with the clean photo known)")
+    for line in evaluate.harm.printed_lines(metrics["real"]):  # good photos as they are, and re-lit
+        print(line)
     print(f"[skinray] report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -410,8 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/evaluation", help="report folder (default outputs/evaluation)")
     p.add_argument("--size", type=int, default=256, help="pixels per side (default 256)")
     p.add_argument("--limit", type=int, default=100, help="at most this many images (default 100)")
-    p.add_argument("--split", default="val", choices=("val", "all"),
-                   help="val: the first model's validation split; all: every image")
+    p.add_argument("--split", default="val", choices=("val", "test", "train", "all"),
+                   help="val, test, train: that split (as the manifest or the first model's config splits); "
+                        "all: every image")
+    p.add_argument("--masks", help="folder of lesion masks <id>_segmentation.png (also looked for beside the photos)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the fixed degradations")
     p.add_argument("--degrade", default="default", choices=("default", "poster"),
                    help="degradations: default (DegradeConfig) or poster (the poster's own)")

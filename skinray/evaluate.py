@@ -42,7 +42,7 @@ import scipy.sparse as sparse
 import scipy.sparse.linalg as sparse_linalg
 import torch
 
-from skinray import baselines, colour, degrade, images, ingest, lut, storage, viz
+from skinray import baselines, colour, degrade, harm, images, ingest, lut, storage, viz
 from skinray.config import POSTER_DEGRADE, Config, DegradeConfig
 from skinray.errors import SkinrayError
 from skinray.metrics import psnr, ssim_per_image
@@ -58,6 +58,9 @@ DEGRADE_PRESETS = {"default": DegradeConfig(), "poster": POSTER_DEGRADE}
 ORACLE_3X4 = "oracle: 3x4 colour transform"
 ORACLE_LUT = "oracle: 3-D LUT 17^3"
 ORACLES = (ORACLE_3X4, ORACLE_LUT)
+SKIN_PRIOR = "shades_of_gray (skin prior)"
+SPLITS = ("val", "test", "train", "all")
+REFERENCE_PHOTOS = 50  # at most this many photos define the skin references
 LUT_SIZE = 17
 LUT_RIDGE = 1e-3  # pull of each lattice node towards the 3x4 table, in units of (pixel weight)^2
 ORACLE_FITS = {ORACLE_3X4: "least squares of clean on [degraded, 1], clipped to [0, 1]",
@@ -86,15 +89,45 @@ class Scores:
     seconds: dict[str, float]
     fallbacks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ORACLES, 0))  # see oracle_outputs
     grid: list[list[np.ndarray]] = field(default_factory=list)
+    real: list[dict] = field(default_factory=list)  # per photo: harm.record (good photos, real-world casts)
+
+
+@dataclass
+class HeldOut:
+    """The photos to score (key, uint8 at size x size), their lesion masks (bool, or None) by key,
+    and the references of the skin-reference and skin-prior baselines (None without photos)."""
+
+    samples: list[tuple[str, np.ndarray]]
+    masks: dict[str, np.ndarray | None]
+    reference: np.ndarray | None = None  # baselines.reference_illuminant
+    skin: baselines.SkinReference | None = None
+    source: str = ""  # where the references come from, in words
+
+
+def manifest_rows(data_uri: str, cfg: Config, s3: storage.S3Options | None, masks: str | None = None) -> list[dict]:
+    """The manifest's rows, split as ``cfg`` (the first model's config) splits; a folder's manifest
+    is built with its lesion masks (``masks``: a folder of them; they are also looked for beside
+    the photos, :mod:`skinray.annotations`)."""
+    cfg = cfg.replace({"data.source": data_uri})
+    if data_uri.endswith(".parquet"):
+        return ingest.read_manifest(data_uri, s3).table.to_pylist()
+    return ingest.build_manifest(data_uri, cfg.data.val_fraction, cfg.data.seed, s3, masks=masks,
+                                 test_fraction=cfg.data.test_fraction, split_by=cfg.data.split_by).table.to_pylist()
+
+
+def split_rows(rows: list[dict], split: str, limit: int) -> list[dict]:
+    """The rows of one split ("train", "val", "test" or "all"), by key, at most ``limit``."""
+    return sorted((r for r in rows if split == "all" or r["split"] == split), key=lambda r: r["key"])[:limit]
+
+
+def _image(row: dict, size: int, s3: storage.S3Options | None) -> np.ndarray:
+    return images.resize_square(images.decode(storage.read_bytes(row["uri"], s3)), size)
 
 
 def load_split(data_uri: str, cfg: Config, size: int, limit: int, split: str,
                s3: storage.S3Options | None) -> list[tuple[str, np.ndarray]]:
-    """(key, clean uint8 image at size x size) of one split ("val", "train" or "all"), by key."""
-    manifest = ingest.load_or_build_manifest(cfg.replace({"data.source": data_uri}), s3)
-    rows = [r for r in manifest.table.to_pylist() if split == "all" or r["split"] == split]
-    rows = sorted(rows, key=lambda r: r["key"])[:limit]
-    return [(r["key"], images.resize_square(images.decode(storage.read_bytes(r["uri"], s3)), size)) for r in rows]
+    """(key, clean uint8 image at size x size) of one split ("train", "val", "test" or "all"), by key."""
+    return [(r["key"], _image(r, size, s3)) for r in split_rows(manifest_rows(data_uri, cfg, s3), split, limit)]
 
 
 @contextmanager
@@ -262,15 +295,19 @@ def load_models(models: list[str], s3: storage.S3Options | None, device: str = "
     return loaded
 
 
-def methods_for(loaded: list[tuple[str, str, object]], reference: np.ndarray | None = None) -> list[Method]:
+def methods_for(loaded: list[tuple[str, str, object]], reference: np.ndarray | None = None,
+                skin: baselines.SkinReference | None = None) -> list[Method]:
     """The degraded input, the classical baselines (with the skin-reference Shades of Gray when
-    ``reference`` is given), then the models, in that order."""
+    ``reference`` is given, Shades of Gray with a skin prior when ``skin`` is), then the models,
+    in that order."""
     found = [Method("degraded input", "input", lambda img: img, "input")]
     found += [Method(name, "classical", baselines.BASELINES[name], short)
               for name, short in zip(CLASSICAL, ("gray world", "SoG", "CLAHE"))]
     if reference is not None:  # Shades of Gray towards the training photos' own colour, not towards grey
         found.append(Method("shades_of_gray (skin reference)", "classical",
                             lambda img: baselines.shades_of_gray(img, 6.0, target=reference), "SoG skin"))
+    if skin is not None:  # estimated on the skin pixels, towards the reference photos' skin chromaticity
+        found.append(Method(SKIN_PRIOR, "classical", lambda img: baselines.shades_of_gray_skin(img, skin), "SoG prior"))
     found += [Method(label, "model", enhancer.enhance, enhancer.loaded.config.model.arch)
               for label, _, enhancer in loaded]
     return found
@@ -296,14 +333,17 @@ def _outputs(methods: list[Method], degraded: np.ndarray, clean: np.ndarray, sco
 
 
 def score_all(samples: list[tuple[str, np.ndarray]], methods: list[Method], cfg: DegradeConfig,
-              seed: int) -> Scores:
-    """Run and score every method and oracle on every image of every subset, on one torch thread
-    (ms/image per thread; on a busy machine two contending threads made small models ~20x slower)."""
+              seed: int, masks: dict[str, np.ndarray | None] | None = None) -> Scores:
+    """Run and score every method and oracle on every image of every subset, and on the photo as
+    it is and re-lit by a real-world cast (:mod:`skinray.harm`; ``masks``: lesion masks by key),
+    on one torch thread (ms/image per thread, over the subsets; on a busy machine two contending
+    threads made small models ~20x slower)."""
     names = [m.name for m in methods] + list(ORACLES)
     scores = Scores({s: {n: [] for n in names} for s in SUBSETS}, {m.name: 0.0 for m in methods})
     with _one_thread():
         for i, (key, clean) in enumerate(samples):
             _score_image(key, clean, methods, cfg, seed, scores, grid=i < GRID_IMAGES)
+            _score_real(harm.describe(key, clean, (masks or {}).get(key)), methods, seed, scores)
             if (i + 1) % 20 == 0 and i + 1 < len(samples):
                 print(f"[skinray] evaluated {i + 1}/{len(samples)} images (x{len(SUBSETS)} subsets)", flush=True)
     return scores
@@ -318,6 +358,19 @@ def _score_image(key: str, clean: np.ndarray, methods: list[Method], cfg: Degrad
             scores.rows[subset][name].append(score(out, clean, clean_lab))
         if grid:
             scores.grid.append([clean, *outputs.values()])
+
+
+def _score_real(photo: harm.Photo, methods: list[Method], seed: int, scores: Scores) -> None:
+    """The photo as it is (every method's output against it) and re-lit by its real-world cast
+    (every method's and oracle's output against the good photo); neither timed."""
+    good = {m.name: harm.good_row(m.fn(photo.img), photo) for m in methods if m.kind != "input"}
+    light = harm.cast_draw(photo.img, photo.key, seed)
+    cast = degrade.apply_uint8(photo.img, light)
+    outputs = {m.name: m.fn(cast) for m in methods}
+    outputs[harm.ORACLE_VON_KRIES] = harm.von_kries_oracle(cast, photo.img)
+    outputs.update(oracle_outputs(cast, photo.img)[0])
+    errors = {name: harm.cast_error(out, photo) for name, out in outputs.items()}
+    scores.real.append(harm.record(photo, good, errors, light))
 
 
 def _fraction(model_db: float, degraded_db: float, oracle_db: float) -> float | None:
@@ -343,9 +396,9 @@ def tables(scores: Scores, methods: list[Method], n_images: int) -> dict:
                               for key, o in (("oracle_3x4", ORACLE_3X4), ("oracle_lut", ORACLE_LUT))}
                           for s in SUBSETS}
                  for m in methods if m.kind == "model"}
-    harm = {n: {k: row[k] for k in ("psnr", "ciede2000")} for n, row in subsets["clean"].items()}
-    return {"restoration": restoration, "subsets": subsets, "oracles": oracles,
-            "recovered_fraction": recovered, "do_no_harm": harm}
+    no_harm = {n: {k: row[k] for k in ("psnr", "ciede2000")} for n, row in subsets["clean"].items()}
+    return {"restoration": restoration, "subsets": subsets, "oracles": oracles, "recovered_fraction": recovered,
+            "do_no_harm": no_harm}
 
 
 def _summary(m: dict) -> dict:
@@ -373,57 +426,87 @@ def _check_args(models: list[str], size: int, limit: int, split: str, degrade_pr
         raise SkinrayError("evaluate: give at least one --model")
     if size < 16 or limit < 1:
         raise SkinrayError(f"evaluate: need --size >= 16 and --limit >= 1, got {size} and {limit}")
-    if split not in ("val", "all"):
-        raise SkinrayError(f"evaluate: --split must be val or all, got {split!r}")
+    if split not in SPLITS:
+        raise SkinrayError(f"evaluate: --split must be one of {', '.join(SPLITS)}, got {split!r}")
     if degrade_preset not in DEGRADE_PRESETS:
         raise SkinrayError(f"evaluate: --degrade must be one of {sorted(DEGRADE_PRESETS)}, got {degrade_preset!r}")
 
 
 def run(models: list[str], data_uri: str, out: str, size: int = 256, limit: int = 100, split: str = "val",
         seed: int = 1234, photos: str | None = None, s3: storage.S3Options | None = None,
-        degrade_preset: str = "default", device: str = "cpu", precision: str = "auto") -> dict:
+        degrade_preset: str = "default", device: str = "cpu", precision: str = "auto",
+        masks: str | None = None) -> dict:
     _check_args(models, size, limit, split, degrade_preset)
     loaded = load_models(models, s3, device=device, precision=precision)
-    samples, reference = _held_out(data_uri, loaded[0][2].loaded.config, size, limit, split, s3)
-    methods = methods_for(loaded, reference)
+    held = held_out(data_uri, loaded[0][2].loaded.config, size, limit, split, s3, masks)
+    methods = methods_for(loaded, held.reference, held.skin)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = DEGRADE_PRESETS[degrade_preset]  # fixed for every model compared
-    print(f"[skinray] evaluating {len(methods)} methods and {len(ORACLES)} oracles on {len(samples)} held-out "
-          f"images x {len(SUBSETS)} subsets at {size}x{size} ({degrade_preset} degradations)", flush=True)
-    scores = score_all(samples, methods, cfg, seed)
-    metrics = {"data": data_uri, "split": split, "images": len(samples), "size": size, "seed": seed,
+    with_mask = sum(m is not None for m in held.masks.values())
+    print(f"[skinray] evaluating {len(methods)} methods and {len(ORACLES)} oracles on {len(held.samples)} held-out "
+          f"images x {len(SUBSETS)} subsets at {size}x{size} ({degrade_preset} degradations), and on the photos "
+          f"as they are and re-lit ({with_mask} with a lesion mask)", flush=True)
+    scores = score_all(held.samples, methods, cfg, seed, held.masks)
+    metrics = {"data": data_uri, "split": split, "images": len(held.samples), "size": size, "seed": seed,
                "degrade": degrade_preset, "degrade_config": asdict(cfg), "torch_threads": 1,
                "device": str(loaded[0][2].device), "precision": loaded[0][2].precision,
-               "models": {label: uri for label, uri, _ in loaded}, **tables(scores, methods, len(samples))}
-    return _write_report(metrics, scores, methods, loaded, out_dir, photos, s3)
+               "models": {label: uri for label, uri, _ in loaded}, "masks": masks,
+               "references": held.source, **tables(scores, methods, len(held.samples))}
+    metrics["real"] = harm.tables(scores.real, seed)
+    return _write_report(metrics, scores, methods, loaded, out_dir, photos, s3, held)
 
 
-def _held_out(data_uri: str, first_cfg, size: int, limit: int, split: str,
-              s3: storage.S3Options | None) -> tuple[list[tuple[str, np.ndarray]], np.ndarray | None]:
-    """The images to score and, for the validation split, the skin reference colour of up to 50
-    training photos (Shades of Gray towards it); no reference with ``--split all``."""
-    samples = load_split(data_uri, first_cfg, size, limit, split, s3)
-    if not samples:
+def held_out(data_uri: str, first_cfg, size: int, limit: int, split: str, s3: storage.S3Options | None,
+             masks: str | None = None) -> HeldOut:
+    """The photos to score, their masks, and the skin references: the mean of up to
+    :data:`REFERENCE_PHOTOS` photos of the train split when another split is scored and the
+    train split has photos, else of the scored photos themselves (a prior over the whole set,
+    never per photo)."""
+    everything = manifest_rows(data_uri, first_cfg, s3, masks)
+    rows = split_rows(everything, split, limit)
+    if not rows:
         raise SkinrayError(f"{data_uri}: no {split!r} images to evaluate on (val_fraction "
                            f"{first_cfg.data.val_fraction}, seed {first_cfg.data.seed}); try --split all")
-    train_photos = load_split(data_uri, first_cfg, size, 50, "train", s3) if split == "val" else []
-    reference = baselines.reference_illuminant(img for _, img in train_photos) if train_photos else None
-    return samples, reference
+    samples = [(r["key"], _image(r, size, s3)) for r in rows]
+    found = {r["key"]: harm.read_mask(r["mask_uri"], size, s3) if r.get("mask_uri") else None for r in rows}
+    train = split_rows(everything, "train", REFERENCE_PHOTOS) if split not in ("train", "all") else []
+    source = (f"{len(train)} photos of the train split" if train else
+              f"the first {min(len(samples), REFERENCE_PHOTOS)} scored photos themselves")
+    photos = [_image(r, size, s3) for r in train] or [img for _, img in samples[:REFERENCE_PHOTOS]]
+    try:
+        skin = baselines.skin_reference(photos)
+    except ValueError:  # no photo with a usable pixel: no skin-prior row
+        skin = None
+    return HeldOut(samples, found, baselines.reference_illuminant(photos), skin, source)
 
 
 def _write_report(metrics: dict, scores: Scores, methods: list[Method], loaded: list, out_dir: Path,
-                  photos: str | None, s3: storage.S3Options | None) -> dict:
-    """Figures, the before/after of ``--photos``, the summary, metrics.json and report.md."""
+                  photos: str | None, s3: storage.S3Options | None, held: HeldOut) -> dict:
+    """Figures (contact sheets of the worst photos included), the before/after of ``--photos``,
+    the summary and the goals, metrics.json and report.md."""
     metrics["figures"] = _figures(scores, methods, loaded, out_dir)
+    metrics["figures"].update(_contact_sheets(scores, methods, held, metrics["seed"], out_dir))
     metrics["photos"] = None
     if photos:
         metrics["photos"], metrics["figures"]["photos_grid"] = _photos(
             photos, [(label, enhancer) for label, _, enhancer in loaded], out_dir, s3)
     metrics["summary"] = _summary(metrics)
+    models = [m.name for m in methods if m.kind == "model"]
+    skin_prior = SKIN_PRIOR if any(m.name == SKIN_PRIOR for m in methods) else None
+    metrics["real"]["goals"] = harm.goals(metrics["real"], models, "degraded input", skin_prior)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "report.md").write_text(_report(metrics))
     return metrics
+
+
+def _contact_sheets(scores: Scores, methods: list[Method], held: HeldOut, seed: int, out_dir: Path) -> dict:
+    """Per model: the worst photos by harm and by residual cast (harm.contact_sheet)."""
+    photos = dict(held.samples)
+    with _one_thread():
+        return {f"worst_photos_{j}": harm.contact_sheet(scores.real, m.name, m.fn, photos, seed,
+                                                        out_dir / f"worst_photos_{j}.png")
+                for j, m in enumerate(m for m in methods if m.kind == "model")}
 
 
 def _figures(scores: Scores, methods: list[Method], loaded: list, out_dir: Path) -> dict[str, str]:
@@ -561,7 +644,8 @@ def _report(m: dict) -> str:
     for subset in SUBSETS:
         rows = {**m["subsets"][subset], **{name: row[subset] for name, row in m["oracles"].items()}}
         lines += [f"## {SUBSET_TITLES[subset]}", ""] + _table_lines(rows, with_ms=False) + [""]
-    lines += _recovered_lines(m) + _harm_lines(m) + _summary_lines(m)
+    lines += _recovered_lines(m) + _harm_lines(m) + harm.report_lines(m["real"]) + harm.goal_lines(m["real"]["goals"])
+    lines += _summary_lines(m)
     lines += ["## Figures", "", f"Validation grid: the first {GRID_IMAGES} images, each as colour / camera / clean "
               "input (rows), with every method's and oracle's output (columns).", ""]
     for key, path in m["figures"].items():

@@ -89,7 +89,7 @@ def test_version(capsys):
     ("train", ["{ssim,mae,psnr,mae+ssim}", "(default psnr)", "(default 100)", "(default 0.002, cosine"]),
     ("enhance", ["{same,png,jpeg,jpg}", "(default same)", "--tile TILE", "(default 512)", "--tile-margin",
                  "--strip-metadata", "--local", "--ray "]),
-    ("evaluate", ["{val,all}", "(default: 1234)", "(default: val)"]),
+    ("evaluate", ["{val,test,train,all}", "(default: 1234)", "(default: val)"]),
     ("serve", ["(default: 8000)"]),
 ])
 def test_help_lists_choices_and_defaults(command, shown, capsys):

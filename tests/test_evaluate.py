@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from skinray import baselines, checkpoint, evaluate, images, synth
+from skinray import baselines, checkpoint, colour, evaluate, harm, images, synth
 from skinray.cli import main
 from skinray.config import POSTER_DEGRADE, Config, DegradeConfig, ModelConfig
 from skinray.errors import SkinrayError
@@ -73,7 +73,8 @@ def evaluated(tiny):
 def test_evaluate_end_to_end(evaluated):
     out, m = evaluated
     table = m["restoration"]
-    names = {"degraded input", "gray_world", "shades_of_gray", "clahe", CTX, POSTER}
+    names = {"degraded input", "gray_world", "shades_of_gray", "clahe", "shades_of_gray (skin reference)",
+             evaluate.SKIN_PRIOR, CTX, POSTER}
     assert m["images"] == 14 and m["degrade"] == "default" and set(table) == names
     assert set(m["subsets"]) == {"colour", "camera", "clean"} and all(set(t) == names for t in m["subsets"].values())
     assert set(m["oracles"]) == set(ORACLES) and set(m["recovered_fraction"]) == {CTX, POSTER}
@@ -90,7 +91,8 @@ def test_evaluate_end_to_end(evaluated):
     assert all(name in report for name in (*table, *ORACLES))
     for path in m["figures"].values():
         assert images.decode((out / path.rsplit("/", 1)[-1]).read_bytes()).shape[0] > 40
-    assert set(m["figures"]) == {"validation_grid", "loss_curve_0", "loss_curve_1", "photos_grid"}
+    assert set(m["figures"]) == {"validation_grid", "loss_curve_0", "loss_curve_1", "photos_grid", "worst_photos_0",
+                                 "worst_photos_1"}
     assert m["photos"]["count"] == 3 and m["photos"]["before"]["brightness"] > 0
     assert m["photos"]["change"] == {"psnr": 100.0, "ciede2000": 0.0}, "the identity model changed nothing"
     per_photo = m["photos"]["per_photo"]  # every model's harm on each photo: the identity none, the poster some
@@ -124,7 +126,7 @@ def test_oracles_score_at_least_every_method_on_every_subset(evaluated):
         for name, row in m["subsets"][subset].items():
             assert affine >= row["psnr"], (subset, name)
     assert m["oracles"][evaluate.ORACLE_3X4]["colour"]["psnr"] > m["subsets"]["colour"]["degraded input"]["psnr"] + 5
-    assert m["summary"]["best_classical"] in ("gray_world", "shades_of_gray", "clahe")  # never an oracle
+    assert m["restoration"][m["summary"]["best_classical"]]["kind"] == "classical"  # never an oracle
     assert all("ms_per_image" not in row["overall"] for row in m["oracles"].values())  # never timed
 
 
@@ -185,7 +187,8 @@ def test_evaluate_val_split_adds_the_skin_reference_baseline(tiny):
     m = evaluate.run([models["poster"]], str(root / "data"), str(root / "e2"), size=48)
     kinds = [row["kind"] for row in m["restoration"].values()]
     assert m["restoration"]["shades_of_gray (skin reference)"]["kind"] == "classical"
-    assert kinds == ["input"] + ["classical"] * 4 + ["model"]  # models after every baseline
+    assert kinds == ["input"] + ["classical"] * 5 + ["model"]  # models after every baseline
+    assert m["references"].endswith("photos of the train split")
     assert 0 < m["images"] < 14  # only the validation split
 
 
@@ -197,3 +200,70 @@ def test_evaluate_bad_input_is_one_clear_line(tiny, capsys):
     assert "nowhere" in capsys.readouterr().err
     with pytest.raises(SkinrayError, match="--degrade"):
         evaluate.run([models["poster"]], str(root / "data"), str(root / "e3"), degrade_preset="blurry")
+
+
+# ----------------------------------------------------------------------------- real photos (skinray.harm)
+
+
+def _lesion_mask(img: np.ndarray) -> np.ndarray:
+    """A synthetic lesion mask: the darkest quarter of the photo (the synthetic lesion is darker)."""
+    lightness = colour.srgb_to_lab(img)[..., 0]
+    return lightness < np.percentile(lightness, 25)
+
+
+@pytest.fixture(scope="module")
+def real_layout(tiny):
+    """An ISIC-layout folder of synthetic photos: ISIC_<id>.jpg with ISIC_<id>_segmentation.png
+    beside it (three photos), in a separate masks folder (one), or none (one)."""
+    root, models = tiny
+    folder, masks = root / "isic" / "photos", root / "isic" / "masks"
+    folder.mkdir(parents=True)
+    masks.mkdir()
+    for i in range(5):
+        img = synth.skin_image(3, i, 64)
+        (folder / f"ISIC_000000{i}.jpg").write_bytes(images.encode(img, "jpeg", quality=95))
+        mask = images.encode(np.repeat(_lesion_mask(img)[..., None] * np.uint8(255), 3, axis=2), "png")
+        if i < 4:
+            (folder if i < 3 else masks).joinpath(f"ISIC_000000{i}_segmentation.png").write_bytes(mask)
+    out = root / "isic_eval"
+    assert main(["evaluate", "--model", models["context"], "--model", models["poster"], "--data", str(folder),
+                 "--masks", str(masks), "--out", str(out), "--size", "48", "--split", "all"]) == 0
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_real_layout_folder_gives_good_cast_band_and_contrast_rows(real_layout):
+    out, m = real_layout
+    real = m["real"]
+    assert m["images"] == 5, "masks are never photos"
+    assert real["photos"] == 5 and real["with_mask"] == 4  # 3 beside, 1 in --masks, 1 without
+    assert sum(band["count"] for band in real["bands"].values()) == 5 and all(b["thin"] for b in real["bands"].values())
+    methods = {"gray_world", "shades_of_gray", "clahe", "shades_of_gray (skin reference)", evaluate.SKIN_PRIOR, CTX,
+               POSTER}
+    assert set(real["good"]) == methods
+    assert set(real["cast"]) == methods | {"degraded input", harm.ORACLE_VON_KRIES, *ORACLES}
+    for rows in real["good"].values():
+        assert rows["all"]["count"] == 5 and rows["all"]["contrast_photos"] == 4
+        assert all(rows[b]["count"] == real["bands"][b]["count"] for b in rows if b != "all")
+    cast_in = real["cast"]["degraded input"]["all"]["ciede2000_mean"]
+    assert cast_in > 2, "every photo is re-lit"
+    assert real["cast"][evaluate.ORACLE_LUT]["all"]["ciede2000_mean"] < cast_in / 2
+    assert real["cast"][harm.ORACLE_VON_KRIES]["all"]["ciede2000_mean"] < cast_in
+    report = (out / "report.md").read_text()
+    assert "## Real photos: harm to good photos, and real-world casts" in report and "good: lesion contrast" in report
+    band = next(name for name, row in real["bands"].items() if row["count"])
+    assert f"### {band} (" in report and "fewer than 10 photos" in report
+    assert "## Goals on real photos (issue 20)" in report
+    sheet = images.decode((out / "worst_photos_1.png").read_bytes())
+    assert sheet.shape[0] > 5 * 48 and sheet.shape[1] == 5 * 48  # 5 rows of good / output / good / cast / output
+
+
+def test_identity_model_does_no_harm_on_real_photos(real_layout):
+    _, m = real_layout
+    good = m["real"]["good"][CTX]["all"]
+    assert good["ciede2000_mean"] == 0.0 and good["ciede2000_p95"] == 0.0
+    assert good["ita_shift_abs_mean"] == 0.0 and good["contrast_change_abs_mean"] == 0.0
+    real = m["real"]
+    assert real["cast"][CTX]["all"] == real["cast"]["degraded input"]["all"]  # corrects nothing either
+    goals = real["goals"][CTX]
+    assert goals["good_ciede2000_mean_le_1"] and goals["contrast_change_le_1"] and not goals["cast_le_half_input"]
+    assert real["good"][POSTER]["all"]["ciede2000_mean"] > 0
