@@ -1,12 +1,13 @@
 """Package a trained run as the bundled default model (``make model``).
 
-    python -m skinray.bundle RUN EVAL_DIR COMMAND DATA_NOTE
+    python -m skinray.bundle RUN EVAL_DIR COMMAND DATA_NOTE [--data-licence TEXT] [--dest DIR]
     python -m skinray.bundle --real-photos FOLDER
 
 copies the run's best checkpoint (``model.pt``, ``skinray.json``) into
-``skinray/models/default/``, adds to its metadata what it is and how it was made (the command,
-the training data, the evaluation summary), and writes ``MODEL.md`` beside it: the per-epoch
-training log and the evaluation report. ``--model`` defaults to this model everywhere
+``skinray/models/default/`` (or ``--dest``), adds to its metadata what it is and how it was made (the command,
+the training data and its licence, the evaluation summary), and writes ``MODEL.md`` beside it:
+the per-epoch training log and the evaluation report. ``skinray info`` shows the data and its
+licence. ``--model`` defaults to this model everywhere
 (``skinray.checkpoint.BUNDLED``).
 """
 
@@ -23,11 +24,14 @@ import numpy as np
 from skinray import checkpoint
 from skinray.model import count_parameters
 
+NO_LICENCE = "not recorded (python -m skinray.bundle ... --data-licence TEXT)"
+
 
 def bundle(run: str, eval_dir: str, command: str, data_note: str,
-           dest: Path = checkpoint.BUNDLED_DIR) -> Path:
+           dest: Path = checkpoint.BUNDLED_DIR, data_licence: str = NO_LICENCE) -> Path:
     """Copy ``run``'s best model into ``dest`` with its provenance (``command`` rebuilds it,
-    ``data_note`` says what its training photos are); returns ``dest``."""
+    ``data_note`` says what its training photos are, ``data_licence`` under which licence they
+    are); returns ``dest``."""
     loaded = checkpoint.load(run)  # fails with a clear message if RUN is no checkpoint
     source = Path(loaded.uri)
     evaluation = json.loads((Path(eval_dir) / "metrics.json").read_text())
@@ -40,6 +44,7 @@ def bundle(run: str, eval_dir: str, command: str, data_note: str,
         "trained_on": f"{data_note}: {cfg.data.source} ({loaded.metrics.get('train_images', '?')} training and "
                       f"{loaded.metrics.get('val_images', '?')} validation images per epoch, "
                       f"{cfg.data.image_size} px), degradations {cfg.degrade}",
+        "data_licence": data_licence,
         "command": command,
         "evaluation": {"data": evaluation.get("data"), "images": evaluation.get("images"),
                        "size": evaluation.get("size"), "summary": evaluation.get("summary"),
@@ -54,6 +59,7 @@ def bundle(run: str, eval_dir: str, command: str, data_note: str,
 def _model_card(meta: dict, history: list[dict], report: Path) -> str:
     b = meta["bundled"]
     lines = ["# skinray bundled model", "", b["what"] + ".", "", f"Trained on {b['trained_on']}.", "",
+             f"Training data licence: {b.get('data_licence', NO_LICENCE)}.", "",
              "Rebuilt by:", "", "```", b["command"], "```", "", "## Training log", "",
              "Validation PSNR in dB, degraded input -> output, per subset of pairs.", "",
              "| epoch | train loss | val loss | colour faults | camera faults only | clean | s |",
@@ -92,14 +98,20 @@ def write_real_photos(folder: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--real-photos":
         print(f"[skinray] wrote {len(write_real_photos(argv[1]))} real photos to {argv[1]}")
         return 0
-    if len(argv) != 4:
-        print(__doc__, file=sys.stderr)
-        return 2
-    dest = bundle(*argv)
+    parser = argparse.ArgumentParser(prog="python -m skinray.bundle", usage=__doc__)
+    for name in ("run", "eval_dir", "command", "data_note"):
+        parser.add_argument(name)
+    parser.add_argument("--data-licence", default=NO_LICENCE)
+    parser.add_argument("--dest", type=Path, default=checkpoint.BUNDLED_DIR)
+    args = parser.parse_args(argv)
+    dest = bundle(args.run, args.eval_dir, args.command, args.data_note, dest=args.dest,
+                  data_licence=args.data_licence)
     print(f"[skinray] bundled model written to {dest}")
     return 0
 

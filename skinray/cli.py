@@ -309,7 +309,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             "skinray_version": meta.get("skinray_version"), "torch_version": meta.get("torch_version"),
             "model": config["model"], "train": config["train"], "data": config["data"],
             "degrade": config["degrade"], "metrics": loaded.metrics, "epochs_trained": len(loaded.history),
-            "data_fingerprint": loaded.fingerprint}
+            "data_fingerprint": loaded.fingerprint,
+            "trained_on": meta.get("bundled", {}).get("trained_on"),  # bundled models (skinray/bundle.py)
+            "data_licence": meta.get("bundled", {}).get("data_licence")}
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -324,6 +326,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"metrics    {scalar(info['metrics']) or '(none)'}")
     print(f"history    {info['epochs_trained']} epochs recorded")
     print(f"data fingerprint  {info['data_fingerprint'] or '(none)'}")
+    if info["trained_on"]:
+        print(f"trained on {info['trained_on'].split(', degradations ')[0]}")
+        print(f"data licence  {info['data_licence'] or '(not recorded)'}")
     return 0
 
 

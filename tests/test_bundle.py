@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from skinray import bundle, checkpoint
+from skinray import bundle, checkpoint, cli
 from skinray.config import load_config
 from skinray.errors import CheckpointError, SkinrayError
 from skinray.model import build_model
@@ -58,19 +58,23 @@ def _saved(tmp_path, name="run", **overrides):
                                   "val_psnr_input": 18.0, "val_ssim": 0.8, "epoch_seconds": 3.0}])
 
 
-def test_bundle_copies_the_model_with_its_provenance(tmp_path):
+def test_bundle_copies_the_model_with_its_provenance(tmp_path, capsys):
     _, source = _saved(tmp_path)
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"data": "held", "images": 3, "size": 64,
                                                                 "summary": {"models": {}}}))
     (tmp_path / "eval" / "report.md").write_text("# skinray evaluation\n\n## Restoration\n\nrows\n")
     dest = bundle.bundle(str(source), str(tmp_path / "eval"), "make model X=1", "3 synthetic photos",
-                         dest=tmp_path / "pkg")
+                         dest=tmp_path / "pkg", data_licence="CC-0 (most), CC-BY-NC (some)")
     meta = checkpoint.read_metadata(str(dest))
     assert meta["bundled"]["command"] == "make model X=1" and meta["bundled"]["evaluation"]["images"] == 3
     assert meta["bundled"]["trained_on"].startswith("3 synthetic photos: ")
     card = (dest / "MODEL.md").read_text()
     assert "make model X=1" in card and "| 1 | 0.2000 |" in card and "### Restoration" in card
+    assert "Training data licence: CC-0 (most), CC-BY-NC (some)." in card
+    assert cli.main(["info", str(dest)]) == 0
+    printed = capsys.readouterr().out
+    assert "trained on 3 synthetic photos: " in printed and "data licence  CC-0 (most), CC-BY-NC (some)" in printed
     x = torch.rand(1, 3, 16, 16)
     assert torch.equal(checkpoint.load(str(dest)).model(x), checkpoint.load(str(source)).model(x))
 
