@@ -22,6 +22,7 @@ import io
 import posixpath
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from skinray import images, storage
 from skinray.errors import SkinrayError
@@ -133,6 +134,9 @@ def _parent(uri: str) -> str | None:
     trimmed = uri.rstrip("/")
     if storage.is_s3(trimmed) and trimmed.count("/") <= 2:
         return None
+    if not storage.is_s3(trimmed) and not trimmed.startswith("file://"):  # a relative path has a parent too
+        parent = str(Path(trimmed).resolve().parent)
+        return parent if parent != str(Path(trimmed).resolve()) else None
     parent = posixpath.dirname(trimmed)
     return parent if parent and parent != trimmed and not parent.endswith(":") else None
 

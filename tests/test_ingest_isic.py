@@ -226,7 +226,7 @@ def test_isic_copy_layout_gives_masks_attributes_and_a_test_split(tmp_path, caps
     assert {Path(k).stem for k in tables["val"]["key"].to_pylist()} == {p for p, s in splits.items() if s == "val"}
 
 
-def test_challenge_layout_finds_ground_truth_folders_and_task2_masks(tmp_path):
+def test_challenge_layout_finds_ground_truth_folders_and_task2_masks(tmp_path, monkeypatch):
     """The ISIC 2018 challenge's own folders, no flags: masks in a GroundTruth folder beside the
     input folder, Task 2's attribute masks (an attribute is present if any pixel is set),
     superpixel images beside the photos."""
@@ -243,6 +243,8 @@ def test_challenge_layout_finds_ground_truth_folders_and_task2_masks(tmp_path):
     rows = {Path(r["key"]).stem: r for r in manifest.table.to_pylist()}
     assert rows["ISIC_0000001"]["streaks"] and not rows["ISIC_0000001"]["globules"]
     assert rows["ISIC_0000002"]["globules"] and not rows["ISIC_0000002"]["streaks"]
+    monkeypatch.chdir(tmp_path)  # the source named relative to here: its GroundTruth siblings still found
+    assert ingest.build_manifest(photos.name, 0.5).annotated() == (4, 4)
     # the parent folder: the GroundTruth folders are under the source now, still no photos there
     parent = ingest.build_manifest(str(tmp_path), 0.5)
     assert parent.table.num_rows == 4 and parent.annotated() == (4, 4)
