@@ -280,3 +280,19 @@ def test_split_by_folder_or_hash(tmp_path):
     assert hashed.count("test") == 0 and hashed.count("val") > 0
     with pytest.raises(ConfigError, match="data.split_by"):
         load_config(overrides={"data.split_by": "lesion"}).validate()
+
+
+def test_ground_truth_prefix_beside_an_s3_source(tmp_path, s3, bucket):
+    import pyarrow.fs as pafs
+
+    from skinray import storage
+
+    for i in range(3):
+        _photo(tmp_path / "Input" / f"ISIC_{i:07d}.jpg", i)
+        _mask(tmp_path / "Task1_GroundTruth" / f"ISIC_{i:07d}_segmentation.png")
+    fs, prefix = storage.resolve(f"s3://{bucket}/isic", s3)
+    pafs.copy_files(str(tmp_path), prefix, destination_filesystem=fs)
+    manifest = ingest.build_manifest(f"s3://{bucket}/isic/Input", 0.5, s3=s3)
+    assert manifest.table.num_rows == 3 and manifest.annotated() == (3, 0)
+    assert sorted(manifest.table["mask_uri"].to_pylist()) == [
+        f"s3://{bucket}/isic/Task1_GroundTruth/ISIC_{i:07d}_segmentation.png" for i in range(3)]
