@@ -1,10 +1,12 @@
 """`skinray evaluate`: the models against classical colour correction and two oracles, per subset.
 
     skinray evaluate --model RUN [--model RUN2 ...] --data DATA [--out DIR] [--size 256]
-        [--limit 100] [--split val|all] [--seed 1234] [--degrade default|poster] [--photos FOLDER]
+        [--limit 100] [--split val|test|train|all] [--masks DIR] [--seed 1234]
+        [--degrade default|poster] [--photos FOLDER]
 
 Held-out set: the validation split of DATA as the (first) model's config defines it (never
-trained on), or every image with ``--split all``; each image resized to ``--size``. Each image is
+trained on), another split (``test``: a manifest's, or a ``test/`` folder's), or every image with
+``--split all``; each image resized to ``--size``. Each image is
 evaluated three times, once per subset, with a draw that is a pure function of (``--seed``,
 subset, key), so every run, method and model sees the same inputs:
 
@@ -24,8 +26,15 @@ CIEDE2000, ms per image; per subset, overall (mean of the subsets), and each mod
 fraction = (model - degraded) / (oracle - degraded) in PSNR dB. ``--photos``: a folder without
 ground truth, enhanced by the first model, with no-reference statistics before and after.
 
+Real photos (:mod:`skinray.harm`): each image is also scored as a good photo as it is (harm:
+CIEDE2000, ITA shift, lesion-to-skin contrast where a mask ``<id>_segmentation.png`` is found
+beside it or in ``--masks``) and re-lit by a real-world cast (the v3 light, a draw never trained
+on), per ITA band, with Shades of Gray with a skin prior and a von Kries oracle among the rows.
+The skin references (Shades of Gray towards the skin reference, and with the skin prior) come
+from up to 50 photos of the train split, or of the scored photos themselves when there is none.
+
 Writes DIR/metrics.json, DIR/report.md and PNG figures (loss curves, a validation grid, a
-before/after grid).
+before/after grid, a contact sheet of the worst photos per model).
 """
 
 from __future__ import annotations
@@ -565,15 +574,17 @@ def _table_lines(rows: dict[str, dict], with_ms: bool) -> list[str]:
 
 
 def _header_lines(m: dict) -> list[str]:
-    which = ("the default degradations (colour jitter as torchvision's ColorJitter, white balance, exposure/gamma, "
-             "down-up blur with random kernels, JPEG, noise)" if m["degrade"] == "default" else
+    which = ("the default degradations (v3: black-body light with a tint and exposure errors where the photo "
+             "shows them, in linear light; down-up blur with random kernels, JPEG, noise)"
+             if m["degrade"] == "default" else
              "the poster's degradations (ColorJitter; box-down / bicubic-up blur by 1.5-3x)")
     return ["# skinray evaluation", "",
             f"{m['images']} held-out images ({m['split']} split of `{m['data']}`) at {m['size']}x{m['size']} px, "
             f"each evaluated three times with {which}, seed {m['seed']}: once with colour faults, once with "
             "camera faults only, once clean. Every method sees the same inputs. Oracle rows are fitted per "
             "image with the clean photo known: bounds on what a per-image colour transform or 3-D lookup "
-            "table can restore, not methods (never timed, never \"best classical\").", ""]
+            "table can restore, not methods (never timed, never \"best classical\"). Skin references (Shades of "
+            f"Gray towards the skin reference, and with a skin prior): {m['references']}.", ""]
 
 
 def _recovered_lines(m: dict) -> list[str]:
