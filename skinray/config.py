@@ -199,7 +199,10 @@ POSTER_DEGRADE = DegradeConfig(
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network (:mod:`skinray.model`). ``lut`` (default): an image-adaptive colour lookup
+    """The network (:mod:`skinray.model`). ``light`` (default, model v3): one global photographic
+    correction per photo (linear-light white-balance gains and exposure, scaled by a predicted
+    confidence) from a whole-image thumbnail; ``thumbnail`` and ``dropout`` apply, the other keys
+    are the other architectures'. ``lut`` (the default until v3): an image-adaptive colour lookup
     (curves + 3x4 + 3-D table predicted from a whole-image thumbnail), with an optional detail
     branch (``width`` > 0; off by default: it measured no gain on camera faults at three times the
     cost per pixel, docs/models.md). ``poster``: the poster's autoencoder (with ``width`` 32,
@@ -207,7 +210,7 @@ class ModelConfig:
     global context vector and an identity residual output, ``affine`` a per-image 3x4 colour
     transform on top."""
 
-    arch: str = "lut"  # lut (default) | poster | context | affine
+    arch: str = "light"  # light (default, model v3) | lut | poster | context | affine
     # Channels of the first layer, doubled deeper; lut: of its detail branch at 1/4 resolution,
     # 0 = off. Not given: the architecture's default, lut 0 and the others 32.
     width: int | None = None
@@ -370,6 +373,26 @@ class EnhanceConfig:
         _require(self.input.rstrip("/") != self.output.rstrip("/"), "enhance.output",
                  "must differ from enhance.input (outputs never overwrite the originals; the job also "
                  "refuses an output inside or containing the input, after resolving links)")
+
+
+@dataclass(frozen=True)
+class AssessConfig:
+    """Photo triage thresholds (:mod:`skinray.assess`): a photo is ``retake`` for any reason below,
+    else ``corrected`` when skinray changed it by ``change`` or more, else ``good``."""
+
+    min_side: int = _option(64, "photos with a shorter side (pixels) are retake (too-small)")
+    blur_factor: float = _option(2.5, "retake (blurred) from this effective down-up factor (1 = sharp)")
+    clipped: float = _option(0.05, "retake (overexposed / underexposed) from this share of the skin "
+                                   "clipped in highlights / shadows")
+    noise: float = _option(7.0, "retake (noisy) from this noise sigma of the luma, 8-bit levels")
+    change: float = _option(1.0, "corrected from this mean CIEDE2000 of the output against the input")
+
+    def validate(self) -> None:
+        _require(self.min_side >= 1, "assess.min_side", f"must be >= 1, got {self.min_side}")
+        _require(self.blur_factor > 1, "assess.blur_factor", f"must be > 1, got {self.blur_factor}")
+        _require(0 < self.clipped <= 1, "assess.clipped", f"must be in (0, 1], got {self.clipped}")
+        _require(self.noise > 0, "assess.noise", f"must be > 0, got {self.noise}")
+        _require(self.change >= 0, "assess.change", f"must be >= 0, got {self.change}")
 
 
 class _Sections:

@@ -1,0 +1,274 @@
+"""Photo triage: what was wrong with a photo, what skinray changed, and whether to ask for a retake.
+
+An :class:`Assessment` comes from the photo as decoded (``before``), the photo as enhanced
+(``after``) and the model's :class:`~skinray.correction.Correction` when it predicts one (the
+``light`` models; ``None`` for ``lut`` and the autoencoders), all from the one :class:`Enhancer`
+pass (:func:`assess_batch`). Measurements, each cheap (a bounded sample of the pixels, so a 12 MP
+photo costs about what a 0.25 MP one does):
+
+* the light: the correlated colour temperature (K) and tint of the cast undone, the linear-light
+  gains and the exposure change (EV) - the model's own correction, or, for models without one
+  (``light_source: estimated``), the light estimated from the photo's skin (Shades of Gray on the
+  skin pixels, :func:`skinray.baselines.skin_illuminant`, against :data:`REFERENCE_SKIN`) and the
+  exposure the enhancer applied (the skin's luminance after / before);
+* the change: mean and 95th-percentile CIEDE2000 of ``after`` against ``before``;
+* sharpness as an effective resolution: the largest down-up factor (box down, bicubic up, as the
+  training degradations blur) that leaves the photo almost unchanged (:func:`blur_factor`);
+* the share of the skin clipped in highlights and in shadows (:func:`clipping`);
+* the noise level (8-bit levels, Immerkaer's estimator on flat areas) and the JPEG blockiness
+  (1 = none);
+* a verdict: ``retake`` (reasons ``too-small``, ``blurred``, ``overexposed``, ``underexposed``,
+  ``noisy``), else ``corrected`` when the change is at least ``assess.change``, else ``good``.
+
+Thresholds are :class:`skinray.config.AssessConfig` keys (``assess.*``, docs/configuration.md).
+Images are ``uint8`` sRGB ``(H, W, 3)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from skinray import baselines, colour, correction
+from skinray.config import AssessConfig
+from skinray.correction import Correction
+
+VERDICTS = ("good", "corrected", "retake")
+REASONS = ("too-small", "blurred", "overexposed", "underexposed", "noisy")
+# Mean skin chromaticity (linear RGB, luminance 1) of good dermoscopy photos: skin_illuminant of
+# 300 ISIC training photos at 512 px (the light a model without a correction is measured against).
+REFERENCE_SKIN = np.array([1.3754, 0.9032, 0.8532])
+# The down-up factors a photo is compared with; the last one is the reference (all detail lost).
+FACTORS = (1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
+SAMPLE_SIDE = 512  # sharpness, noise and blockiness look at a centred crop this large at most
+SAMPLE_PIXELS = 1 << 14  # the change and the clipping look at about this many pixels (a regular grid)
+_Y = np.array([0.2126, 0.7152, 0.0722])  # linear sRGB luminance
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One photo's triage. ``verdict``: good / corrected / retake; ``reasons``: why a retake (empty
+    otherwise). Light: ``kelvin`` / ``tint`` of the cast undone (6500 K, 0: none), ``gains``
+    (linear R, G, B, exposure included), ``ev`` (stops), ``confidence`` (0-1; NaN when estimated),
+    ``light_source`` (``model`` or ``estimated``). ``change_mean`` / ``change_p95``: CIEDE2000 of
+    the output against the input. ``blur_factor``: the down-up factor the photo matches (1 =
+    sharp). ``clipped_high`` / ``clipped_low``: share of the skin clipped (0-1). ``noise``: sigma
+    in 8-bit levels; ``blockiness``: JPEG block-edge strength (1 = none). ``width`` / ``height``:
+    pixels."""
+
+    verdict: str
+    reasons: tuple[str, ...]
+    kelvin: float
+    tint: float
+    gains: tuple[float, float, float]
+    ev: float
+    confidence: float
+    light_source: str
+    change_mean: float
+    change_p95: float
+    blur_factor: float
+    clipped_high: float
+    clipped_low: float
+    noise: float
+    blockiness: float
+    width: int
+    height: int
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: reasons and gains as lists, NaN as None."""
+        out = asdict(self)
+        out.pop("extra")
+        out["reasons"], out["gains"] = list(self.reasons), list(self.gains)
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+    def change_header(self) -> str:
+        """The change in one line (the endpoint's ``X-Skinray-Change``)."""
+        return (f"de={self.change_mean:.2f}; de95={self.change_p95:.2f}; kelvin={self.kelvin:.0f}; "
+                f"tint={self.tint:+.3f}; ev={self.ev:+.2f}")
+
+    def verdict_header(self) -> str:
+        """``retake (blurred, noisy)``, ``corrected`` or ``good`` (the endpoint's ``X-Skinray-Verdict``)."""
+        return f"{self.verdict} ({', '.join(self.reasons)})" if self.reasons else self.verdict
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def _luminance8(rgb: np.ndarray) -> np.ndarray:
+    """sRGB-encoded luma in 8-bit levels, float32 (H, W)."""
+    return (rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+
+
+def _crop(plane: np.ndarray, side: int = SAMPLE_SIDE) -> np.ndarray:
+    h, w = plane.shape[:2]
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return plane[top:top + side, left:left + side]
+
+
+def _grid(rgb: np.ndarray, pixels: int = SAMPLE_PIXELS) -> np.ndarray:
+    """Every k-th row and column, k such that about ``pixels`` pixels remain."""
+    step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / pixels)))
+    return rgb[::step, ::step]
+
+
+def _down_up(plane: np.ndarray, factor: float) -> np.ndarray:
+    h, w = plane.shape
+    img = Image.fromarray(plane, mode="F")
+    small = img.resize((max(1, round(w / factor)), max(1, round(h / factor))), Image.Resampling.BOX)
+    return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
+
+
+def blur_factor(rgb: np.ndarray, loss: float = 0.15) -> float:
+    """The photo's effective resolution as the down-up factor it matches: the largest of
+    :data:`FACTORS` whose down-up (box down, bicubic up) removes at most ``loss`` of the detail
+    that the largest factor removes (mean squared difference, luma, central crop). A sharp photo
+    gives 1; a photo shot or stored at 1/3 of its pixel size about 3."""
+    plane = _crop(_luminance8(rgb))
+    if min(plane.shape) < 4 * FACTORS[-1]:
+        return float("nan")
+    def lost(f: float) -> float:
+        return float(np.mean((plane - _down_up(plane, f)) ** 2))
+
+    reference = lost(FACTORS[-1])
+    if reference <= 1e-6:  # a flat image: no detail to lose
+        return 1.0
+    lo, hi = -1, len(FACTORS) - 1  # the detail lost grows with the factor: bisect for the last one under
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if lost(FACTORS[mid]) <= loss * reference else (lo, mid)
+    return float(FACTORS[lo]) if lo >= 0 else 1.0
+
+
+def noise_sigma(rgb: np.ndarray) -> float:
+    """Noise standard deviation in 8-bit levels: Immerkaer's (1996) Laplacian-difference
+    estimator on the flattest half of the central crop (edges and texture left out)."""
+    plane = _crop(_luminance8(rgb))
+    if min(plane.shape) < 8:
+        return float("nan")
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    response = np.abs(ndimage.convolve(plane, kernel, mode="reflect"))[1:-1, 1:-1]
+    smooth = ndimage.gaussian_filter(plane, 2.0)  # texture and edges, not the noise, decide what is flat
+    gradient = np.abs(ndimage.sobel(smooth, 0)) + np.abs(ndimage.sobel(smooth, 1))
+    flat = gradient[1:-1, 1:-1] <= np.median(gradient)
+    return float(math.sqrt(math.pi / 2) * response[flat].mean() / 6.0)
+
+
+def blockiness(rgb: np.ndarray) -> float:
+    """JPEG blockiness: mean absolute luma step across 8-pixel block edges over the mean step
+    elsewhere, horizontally and vertically (1 = no blocks; strong JPEG 1.5 and more)."""
+    plane = _crop(_luminance8(rgb))
+    if min(plane.shape) < 16:
+        return float("nan")
+    ratios = []
+    for axis in (0, 1):
+        steps = np.abs(np.diff(plane, axis=axis)).mean(axis=1 - axis)  # (n - 1,): mean step after each row/column
+        edge = np.arange(steps.size) % 8 == 7
+        inside = steps[~edge].mean()
+        ratios.append(steps[edge].mean() / inside if inside > 1e-6 else 1.0)
+    return float(np.mean(ratios))
+
+
+def _skin_region(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(skin, highlight-clipped, shadow-clipped) bool masks: clipped pixels count as skin (their
+    colour is lost), except black regions touching the image's corners (a dermoscope's vignette)."""
+    high = rgb.max(axis=-1) >= 254
+    low = rgb.max(axis=-1) <= 3
+    labels, _ = ndimage.label(low)
+    corners = {labels[0, 0], labels[0, -1], labels[-1, 0], labels[-1, -1]} - {0}
+    vignette = np.isin(labels, list(corners)) if corners else np.zeros_like(low)
+    skin = baselines.skin_pixels(rgb) | high | (low & ~vignette)
+    return skin, high, low & ~vignette
+
+
+def clipping(rgb: np.ndarray) -> tuple[float, float]:
+    """(highlights, shadows): the share of the skin (:func:`_skin_region`) with a channel at 254
+    or more, and with every channel at 3 or less. A photo almost wholly black gives 1 for shadows."""
+    sample = _grid(rgb)
+    linear_p99 = float(np.percentile(colour.srgb_to_linear(sample) @ _Y, 99))
+    if linear_p99 < 0.01:  # nothing but shadow (the vignette test would discard all of it)
+        return 0.0, 1.0
+    skin, high, low = _skin_region(sample)
+    n = max(1, int(skin.sum()))
+    return float((high & skin).sum() / n), float((low & skin).sum() / n)
+
+
+def change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """(mean, 95th percentile) CIEDE2000 of ``after`` against ``before`` on a grid of pixels."""
+    a, b = _grid(before), _grid(after)
+    de = colour.ciede2000(colour.srgb_to_lab(a), colour.srgb_to_lab(b))
+    return float(de.mean()), float(np.percentile(de, 95))
+
+
+def estimated_correction(before: np.ndarray, after: np.ndarray) -> Correction:
+    """For a model without an explicit correction: the light estimated from the photo's skin
+    against :data:`REFERENCE_SKIN` (the gains that would take its skin there), and the exposure
+    the enhancer applied (log2 of the skin's mean linear luminance after over before)."""
+    a, b = _grid(before), _grid(after)
+    estimate = baselines.skin_illuminant(a)
+    gains = np.ones(3) if estimate is None else REFERENCE_SKIN / np.maximum(estimate, 1e-6)
+    gains = gains / float(gains @ _Y)
+    skin = baselines.skin_pixels(a)
+    skin = skin if skin.any() else np.ones(a.shape[:2], bool)
+    lum_before = float((colour.srgb_to_linear(a)[skin] @ _Y).mean())
+    lum_after = float((colour.srgb_to_linear(b)[skin] @ _Y).mean())
+    ev = math.log2(lum_after / lum_before) if lum_before > 1e-6 and lum_after > 1e-6 else 0.0
+    kelvin, tint = correction.light_of(gains)
+    return Correction(gains=tuple(float(g) * 2.0 ** ev for g in gains), ev=ev, confidence=float("nan"),
+                      kelvin=kelvin, tint=tint)
+
+
+# ----------------------------------------------------------------------------- the verdict
+
+
+def _reasons(m: dict[str, float], cfg: AssessConfig) -> list[str]:
+    reasons = []
+    if m["blur_factor"] >= cfg.blur_factor:
+        reasons.append("blurred")
+    if m["clipped_high"] >= cfg.clipped:
+        reasons.append("overexposed")
+    if m["clipped_low"] >= cfg.clipped:
+        reasons.append("underexposed")
+    if m["noise"] >= cfg.noise:
+        reasons.append("noisy")
+    return reasons
+
+
+def assess(before: np.ndarray, after: np.ndarray, fix: Correction | None = None,
+           cfg: AssessConfig | None = None) -> Assessment:
+    """The :class:`Assessment` of one photo: ``before`` as decoded, ``after`` as enhanced (same
+    shape), ``fix`` the model's correction (None: the light is estimated from the photo). Never
+    raises for a small photo: under ``assess.min_side`` pixels it is ``retake (too-small)``."""
+    cfg = cfg or AssessConfig()
+    before, after = np.asarray(before, np.uint8), np.asarray(after, np.uint8)
+    if before.ndim != 3 or before.shape[2] != 3 or after.shape != before.shape:
+        raise ValueError(f"expected two (H, W, 3) uint8 images of one shape, got {before.shape} and {after.shape}")
+    h, w = before.shape[:2]
+    de_mean, de_p95 = change(before, after)
+    if min(h, w) < cfg.min_side:
+        nan = float("nan")
+        return Assessment("retake", ("too-small",), 6500.0, 0.0, (1.0, 1.0, 1.0), 0.0, nan, "none", de_mean,
+                          de_p95, nan, nan, nan, nan, nan, w, h)
+    source = "model" if fix is not None else "estimated"
+    fix = fix if fix is not None else estimated_correction(before, after)
+    high, low = clipping(before)
+    m = {"blur_factor": blur_factor(before), "clipped_high": high, "clipped_low": low,
+         "noise": noise_sigma(before)}
+    reasons = _reasons(m, cfg)
+    verdict = "retake" if reasons else "corrected" if de_mean >= cfg.change else "good"
+    return Assessment(verdict, tuple(reasons), fix.kelvin, fix.tint, fix.gains, fix.ev, fix.confidence, source,
+                      de_mean, de_p95, m["blur_factor"], high, low, m["noise"], blockiness(before), w, h)
+
+
+def assess_batch(enhancer, images: Sequence[np.ndarray], cfg: AssessConfig | None = None
+                 ) -> tuple[list[np.ndarray], list[Assessment]]:
+    """Enhance and assess photos with one :class:`skinray.predict.Enhancer`: (outputs, assessments)."""
+    arrays = [np.asarray(image, np.uint8) for image in images]
+    outputs = enhancer.enhance_batch(arrays)
+    fixes = enhancer.corrections(arrays)
+    return outputs, [assess(a, o, f, cfg) for a, o, f in zip(arrays, outputs, fixes)]

@@ -1,0 +1,99 @@
+"""Photo triage on synthetic photos with known faults, through the bundled model's one Enhancer."""
+
+import json
+
+import numpy as np
+import pytest
+
+from skinray import assess, degrade, synth
+from skinray.config import AssessConfig
+from skinray.correction import Correction
+from skinray.predict import Enhancer
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def enhancer():
+    return Enhancer.from_checkpoint("bundled", "cpu")
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return synth.skin_image(0, 0, 256)
+
+
+def _one(enhancer, image, cfg=None):
+    outputs, (assessment,) = assess.assess_batch(enhancer, [image], cfg)
+    assert outputs[0].shape == image.shape
+    return assessment
+
+
+def test_clean_photo_is_good_and_little_changed(enhancer, clean):
+    a = _one(enhancer, clean)
+    assert a.verdict == "good" and a.reasons == ()
+    assert a.change_mean < 1.0 and a.blur_factor < 2.5 and a.clipped_high < 0.05
+    assert a.light_source == "estimated"  # the bundled lut predicts no explicit correction
+    json.dumps(a.as_dict())  # JSON-ready (NaN confidence -> null)
+    assert a.verdict_header() == "good"
+
+
+def test_blurred_photo_is_retake_blurred(enhancer, clean):
+    a = _one(enhancer, _u8(degrade.down_up(clean.astype(np.float32) / 255.0, 3.0)))
+    assert a.verdict == "retake" and "blurred" in a.reasons
+    assert 2.5 <= a.blur_factor <= 3.5
+    assert a.verdict_header().startswith("retake (blurred")
+    # the threshold is a config key: raised past the blur, the photo is no longer a retake
+    assert "blurred" not in _one(enhancer, _u8(degrade.down_up(clean / 255.0, 3.0)),
+                                 AssessConfig(blur_factor=5.0)).reasons
+
+
+def test_cast_photo_is_corrected_and_its_light_measured(enhancer, clean):
+    kelvin = 3500.0
+    cast = _u8(degrade.relight(clean.astype(np.float32) / 255.0, kelvin))
+    a, base = _one(enhancer, cast), _one(enhancer, clean)
+    assert a.verdict == "corrected" and a.change_mean >= 1.0
+    # the estimate is relative to the photo's skin: the cast's shift in mired within 30 of the drawn one
+    shift, truth = 1e6 / a.kelvin - 1e6 / base.kelvin, 1e6 / kelvin - 1e6 / degrade.NEUTRAL_KELVIN
+    assert abs(shift - truth) <= 30, (shift, truth)
+    assert "kelvin=" in a.change_header() and "de=" in a.change_header()
+
+
+def test_noisy_over_and_under_exposed_photos_are_retakes(enhancer, clean):
+    f = clean.astype(np.float32) / 255.0
+    noisy = _u8(degrade.add_noise(f, 0.08, seed=1))
+    assert "noisy" in _one(enhancer, noisy).reasons
+    bright = _u8(degrade.relight(f, ev=2.0))
+    assert "overexposed" in _one(enhancer, bright).reasons
+    dark = _u8(degrade.relight(f, ev=-7.0))
+    assert "underexposed" in _one(enhancer, dark).reasons
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (20, 300, 3), (63, 63, 3)])
+def test_too_small_photo_is_retake_never_a_crash(enhancer, shape):
+    a = _one(enhancer, np.full(shape, 128, np.uint8))
+    assert a.verdict == "retake" and a.reasons == ("too-small",)
+    assert a.width == shape[1] and a.height == shape[0]
+    json.dumps(a.as_dict())
+
+
+def test_flat_and_black_photos_do_not_crash(enhancer):
+    for value in (0, 128, 255):
+        a = _one(enhancer, np.full((96, 128, 3), value, np.uint8))
+        assert a.verdict in assess.VERDICTS
+
+
+def test_a_models_own_correction_is_reported_as_given(clean):
+    fix = Correction(gains=(1.2, 1.0, 0.8), ev=0.5, confidence=0.9, kelvin=9000.0, tint=0.01)
+    a = assess.assess(clean, clean, fix)
+    assert (a.kelvin, a.tint, a.ev, a.confidence, a.light_source) == (9000.0, 0.01, 0.5, 0.9, "model")
+    assert a.verdict == "good" and a.change_mean == 0.0
+
+
+def test_assess_config_is_validated():
+    from skinray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="assess.clipped"):
+        AssessConfig(clipped=0.0).validate()
