@@ -171,7 +171,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
           f"{manifest.count('test')} test, {len(manifest.skipped)} unreadable skipped, {manifest.ignored} "
           f"non-image files ignored, {manifest.annotation_files} masks/annotation images (not photos)")
     masks, attributes = manifest.annotated()
-    print(f"[skinray] {masks} photos with a lesion mask, {attributes} with their {len(ingest.annotations.ATTRIBUTES)} "
+    print(f"[skinray] {masks} photos with a lesion mask, {attributes} with their {len(ingest.ground_truth.ATTRIBUTES)} "
           f"attributes" + (f"; {len(manifest.notes)} problems (warned above)" if manifest.notes else ""))
     groups = manifest.groups()
     if groups["lesion"] or groups["patient"]:

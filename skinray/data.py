@@ -21,7 +21,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from skinray import annotations, degrade, images, storage
+from skinray import degrade, ground_truth, images, storage
 from skinray.config import Config, DegradeConfig
 from skinray.errors import SkinrayError
 from skinray.ingest import Manifest
@@ -37,7 +37,7 @@ def synthetic_pool(cfg: Config, s3: storage.S3Options | None = None) -> list[tup
     if not cfg.data.synthetic:
         return []
     pool = [(e.key, e.uri) for e in storage.list_files(cfg.data.synthetic, s3)
-            if images.is_image_key(e.key) and not annotations.is_annotation(e.key)]
+            if images.is_image_key(e.key) and not ground_truth.is_annotation(e.key)]
     if not pool:
         raise SkinrayError(f"data.synthetic {cfg.data.synthetic}: no photos there; make some with "
                            f"`skinray synth {cfg.data.synthetic}` or set data.synthetic to ''")

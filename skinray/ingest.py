@@ -4,7 +4,7 @@ or built on the fly when training from a folder or prefix).
 Manifest columns: ``key`` (path under the source), ``uri``, ``size_bytes``, ``sha256`` of the
 content, ``split`` (``train``/``val``/``test``), ``width``, ``height``, ``format``, ``group``,
 ``mask_uri`` (the lesion mask, or null) and one nullable boolean per dermoscopic attribute
-(:data:`skinray.annotations.ATTRIBUTES`; where they are found: :mod:`skinray.annotations`).
+(:data:`skinray.ground_truth.ATTRIBUTES`; where they are found: :mod:`skinray.ground_truth`).
 Manifests written before a column existed read with it null.
 
 The split: a photo under a top-level ``train/``, ``val/`` or ``test/`` folder takes that split
@@ -31,7 +31,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skinray import annotations, images, storage
+from skinray import ground_truth, images, storage
 from skinray.config import MAX_PIXELS, Config
 from skinray.errors import SkinrayError
 
@@ -41,10 +41,10 @@ MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("uri", pa.string()), ("size_bytes", pa.int64()), ("sha256", pa.string()),
     ("split", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("format", pa.string()),
     ("group", pa.string()), ("mask_uri", pa.string()),
-    *[(name, pa.bool_()) for name in annotations.ATTRIBUTES],
+    *[(name, pa.bool_()) for name in ground_truth.ATTRIBUTES],
 ])
 SPLITS = ("train", "val", "test")  # test: never trained on, never used to pick a model
-_OPTIONAL = ("mask_uri", *annotations.ATTRIBUTES)  # null in manifests written before they existed
+_OPTIONAL = ("mask_uri", *ground_truth.ATTRIBUTES)  # null in manifests written before they existed
 METADATA_FILE = "metadata.csv"  # written by the ISIC archive's CLI beside the images it downloads
 _ID_COLUMN, _GROUP_COLUMNS = "isic_id", (("lesion_id", "lesion"), ("patient_id", "patient"))
 
@@ -195,7 +195,7 @@ class Manifest:
     def annotated(self) -> tuple[int, int]:
         """(photos with a lesion mask, photos with every attribute known)."""
         masks = self.table.num_rows - self.table.column("mask_uri").null_count
-        known = [self.table.column(name).to_pylist() for name in annotations.ATTRIBUTES]
+        known = [self.table.column(name).to_pylist() for name in ground_truth.ATTRIBUTES]
         return masks, sum(all(v is not None for v in row) for row in zip(*known))
 
     def groups(self) -> dict[str, int]:
@@ -221,7 +221,7 @@ def build_manifest(source: str, val_fraction: float, seed: int = 0, s3: storage.
                    split_by: str = "auto", masks: str | None = None, attributes: str | None = None) -> Manifest:
     """List the images under ``source`` (masks and other annotation images are not photos), read
     each once (content hash, header probe), find its mask and attributes
-    (:func:`skinray.annotations.find`: ``masks`` a folder, ``attributes`` a file or folder) and
+    (:func:`skinray.ground_truth.find`: ``masks`` a folder, ``attributes`` a file or folder) and
     assign its split (:class:`SplitRule`), by group (:func:`group_images`: the lesion or patient
     of a ``metadata.csv`` beside it, else the key). Unreadable or non-image files with an image
     extension are skipped with a warning; problems in metadata.csv files and annotations are
@@ -229,10 +229,10 @@ def build_manifest(source: str, val_fraction: float, seed: int = 0, s3: storage.
     rule = SplitRule(val_fraction, seed, test_fraction, split_by)
     entries = storage.list_files(source, s3)
     images_ = [e for e in entries if images.is_image_key(e.key)]
-    candidates = [e for e in images_ if not annotations.is_annotation(e.key)]
+    candidates = [e for e in images_ if not ground_truth.is_annotation(e.key)]
     rule.check([e.key for e in candidates], source)
     groups, notes = group_images(entries, [e.key for e in candidates], s3)
-    found = annotations.find(source, entries, s3, masks, attributes)
+    found = ground_truth.find(source, entries, s3, masks, attributes)
     notes += found.notes
     rows, skipped = _inspect_all(candidates, groups, found, rule, s3, max_pixels, threads, progress)
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
@@ -243,7 +243,7 @@ def build_manifest(source: str, val_fraction: float, seed: int = 0, s3: storage.
                     annotation_files=len(images_) - len(candidates))
 
 
-def _inspect_all(candidates: list[storage.FileEntry], groups: dict[str, str], found: annotations.Annotations,
+def _inspect_all(candidates: list[storage.FileEntry], groups: dict[str, str], found: ground_truth.Annotations,
                  rule: SplitRule, s3: storage.S3Options | None, max_pixels: int, threads: int,
                  progress: Callable[[int, int], None] | None) -> tuple[list[dict], list[tuple[str, str]]]:
     """The manifest rows of the readable ``candidates`` (read in ``threads`` threads) and the
@@ -284,7 +284,7 @@ def _leaks(table: pa.Table) -> list[str]:
             f"their validation or test figures are not held out"] if leaked else []
 
 
-def _unmatched(found: annotations.Annotations, table: pa.Table) -> list[str]:
+def _unmatched(found: ground_truth.Annotations, table: pa.Table) -> list[str]:
     """A note for attribute-file rows that name no photo."""
     stems = {posixpath.splitext(posixpath.basename(k))[0] for k in table.column("key").to_pylist()}
     extra = sorted(set(found.attribute_rows) - stems)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from skinray import annotations, cli, data, ingest, synth
+from skinray import cli, data, ground_truth, ingest, synth
 from skinray.config import load_config
 from skinray.errors import ConfigError, SkinrayError
 
@@ -156,7 +156,7 @@ def test_manifest_written_before_groups_still_reads(tmp_path):
     for i in range(4):
         (root / f"p{i}.jpg").write_bytes(_jpeg(i))
     manifest = ingest.build_manifest(str(root), 0.5)
-    old = manifest.table.drop_columns(["group", "mask_uri", *annotations.ATTRIBUTES])
+    old = manifest.table.drop_columns(["group", "mask_uri", *ground_truth.ATTRIBUTES])
     pq.write_table(old, tmp_path / "old.parquet")
     again = ingest.read_manifest(str(tmp_path / "old.parquet"))
     assert again.table["group"].to_pylist() == again.table["key"].to_pylist()
@@ -212,8 +212,8 @@ def test_isic_copy_layout_gives_masks_attributes_and_a_test_split(tmp_path, caps
     assert rows["ISIC_0000003"]["mask_uri"].endswith("GroundTruth/ISIC_0000003_segmentation.png")
     assert rows["ISIC_0000009"]["mask_uri"] == str(tmp_path / "data512" / "test" / "ISIC_0000009_segmentation.png")
     for i, bits in BITS.items():
-        assert [rows[f"ISIC_{i:07d}"][name] for name in annotations.ATTRIBUTES] == [b == "1" for b in bits]
-    assert all(rows["ISIC_0000009"][name] is None for name in annotations.ATTRIBUTES), "no row: unknown"
+        assert [rows[f"ISIC_{i:07d}"][name] for name in ground_truth.ATTRIBUTES] == [b == "1" for b in bits]
+    assert all(rows["ISIC_0000009"][name] is None for name in ground_truth.ATTRIBUTES), "no row: unknown"
     notes = "\n".join(ingest.build_manifest(str(tmp_path / "data512"), 0.3,
                                             attributes=str(tmp_path / "images-onehot.txt")).notes)
     assert "1 lines are not '<id> <5 bits>', ignored (line 11)" in notes
@@ -235,7 +235,7 @@ def test_challenge_layout_finds_ground_truth_folders_and_task2_masks(tmp_path, m
         _photo(photos / f"ISIC_{i:07d}.jpg", i)
         _mask(photos / f"ISIC_{i:07d}_superpixels.png")
         _mask(tmp_path / "ISIC2018_Task1_Training_GroundTruth" / f"ISIC_{i:07d}_segmentation.png")
-        for name in annotations.ATTRIBUTES:
+        for name in ground_truth.ATTRIBUTES:
             _mask(tmp_path / "ISIC2018_Task2_Training_GroundTruth_v3" / f"ISIC_{i:07d}_attribute_{name}.png",
                   on=(name == "streaks") == (i == 1))
     manifest = ingest.build_manifest(str(photos), 0.5)
