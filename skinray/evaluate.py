@@ -116,7 +116,7 @@ class HeldOut:
 def manifest_rows(data_uri: str, cfg: Config, s3: storage.S3Options | None, masks: str | None = None) -> list[dict]:
     """The manifest's rows, split as ``cfg`` (the first model's config) splits; a folder's manifest
     is built with its lesion masks (``masks``: a folder of them; they are also looked for beside
-    the photos, :mod:`skinray.annotations`)."""
+    the photos, :mod:`skinray.ground_truth`)."""
     cfg = cfg.replace({"data.source": data_uri})
     if data_uri.endswith(".parquet"):
         return ingest.read_manifest(data_uri, s3).table.to_pylist()
