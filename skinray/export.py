@@ -18,6 +18,9 @@ output depends on the whole image are split so that tiled inference stays exact,
   ``context.onnx`` maps their mean over the whole image and the mean pixel to ``context``;
   ``enhance.onnx`` maps ``(image, context)`` to the output (for tiles: sum the features and pixels
   over each window's kept centre, divide by the image's pixel count).
+* ``light``: ``tables.onnx`` maps the whole image's thumbnail to three 256-entry tables
+  ``(3, 256)``, the output level of each input level per channel (float32 holding whole
+  numbers): ``output[..., c] = tables[c][image[..., c]]`` on the uint8 pixels, any tiling.
 * ``poster``: ``enhance.onnx`` alone, fully convolutional (receptive radius ``depth`` px).
 """
 
@@ -77,6 +80,15 @@ class _Colour(nn.Module):
         return self.model.predict(torch.cat([self.model.head(thumbnail), stats], dim=1))
 
 
+class _Tables(nn.Module):  # light: thumbnail -> (3, 256) per-channel tables
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, thumbnail: torch.Tensor) -> torch.Tensor:
+        return self.model.channel_tables(self.model.colour_params(thumbnail)).float()
+
+
 class _Encode(nn.Module):  # context/affine: image -> deepest features
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -108,6 +120,11 @@ class _Graph:
 def _graphs(model: nn.Module, arch: str) -> list[_Graph]:
     image = torch.rand(1, 3, 72, 88)
     with torch.no_grad():
+        if arch == "light":
+            t = model.thumbnail_size
+            return [_Graph("tables", _Tables(model), {"thumbnail": torch.rand(1, 3, t, t)}, ["tables"], {},
+                           f"thumbnail (1, 3, {t}, {t}) of the WHOLE image -> tables (3, 256), the output "
+                           f"level of each input level, per channel")]
         if arch == "lut":
             t = model.thumbnail_size
             params = model.colour_params(torch.rand(1, 3, t, t))
@@ -165,7 +182,7 @@ def metadata(loaded: checkpoint.LoadedModel, graphs: list[_Graph]) -> dict[str, 
         "pixels": "RGB float32 (N, 3, H, W) in [0, 1] = uint8 / 255; output to uint8: floor(clip(y, 0, 1) * 255 + 0.5)",
         "graphs": {g.name: {"file": f"{g.name}.onnx", "inputs": list(g.inputs), "outputs": g.outputs,
                             "what": g.doc} for g in graphs},
-        "thumbnail": cfg.thumbnail if cfg.arch == "lut" else None,
+        "thumbnail": cfg.thumbnail if cfg.arch in ("lut", "light") else None,
         "tiling": {"align": align, "margin": TILE_MARGIN if halo is None else min(halo, TILE_MARGIN),
                    "global": cfg.arch != "poster",
                    "rule": "windows start on multiples of align, with margin px of context on every side "
@@ -196,6 +213,9 @@ _PIPELINES = {
                "image.mean((2, 3)))`, `output = enhance(image, context)`; for tiles, sum features and\n"
                "pixels over the kept centre of each window and divide by the image's pixel count.",
     "poster": "Pipeline: `output = enhance(image)`, whole or tile by tile.",
+    "light": "Pipeline: `tables = tables(thumbnail(image))` once per image (the thumbnail as for `lut`:\n"
+             "the area average of the whole image to {t}x{t}, `skinray.export.thumbnail` in NumPy), then\n"
+             "`output[..., c] = tables[c][image[..., c]]` on the uint8 pixels, whole or tile by tile.",
 }
 _PIPELINES["affine"] = _PIPELINES["context"]
 
@@ -281,6 +301,9 @@ class OnnxEnhancer:
         x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
         run = lambda name, **feeds: self.sessions[name].run(None, feeds)[0]  # noqa: E731
         arch = self.meta["arch"]
+        if arch == "light":
+            tables = run("tables", thumbnail=thumbnail(image, self.meta["thumbnail"])).astype(np.uint8)
+            return np.stack([tables[c][image[..., c]] for c in range(3)], axis=-1)
         if arch == "lut":
             y = run("enhance", image=x, params=run("colour", thumbnail=thumbnail(image, self.meta["thumbnail"])))
         elif arch in ("context", "affine"):

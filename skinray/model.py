@@ -263,6 +263,15 @@ class LutEnhancer(nn.Module):
         return 1e-4 * lut.smoothness(self.bases) + 10.0 * lut.monotonicity(self.bases + self.identity)
 
 
+def _quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """``torch.quantile(x, q, dim=-1)`` (linear interpolation) from a sorted copy: the same
+    numbers, and a graph ONNX can express (it has no quantile)."""
+    ordered, last = x.sort(dim=-1).values, x.shape[-1] - 1
+    low = int(q * last)
+    frac, high = q * last - low, min(low + 1, last)
+    return ordered[..., low] + frac * (ordered[..., high] - ordered[..., low])
+
+
 class LightCorrector(nn.Module):
     """One global photographic correction per photo, and how sure it is (``arch: light``, the
     default): the model v3.
@@ -331,10 +340,12 @@ class LightCorrector(nn.Module):
         """(N, 3, T, T) linear -> (N, 17) log statistics (colour constancy and exposure cues)."""
         flat = linear.flatten(2).clamp(min=1e-4)  # (N, 3, T*T)
         grey_world, shades = flat.mean(2), flat.pow(6).mean(2).pow(1 / 6)  # (N, 3) each
-        bright = torch.quantile(flat, 0.99, dim=2).clamp(min=1e-4)  # (N, 3)
-        edges = (linear.diff(dim=2).abs().mean((2, 3)) + linear.diff(dim=3).abs().mean((2, 3))).clamp(min=1e-5)
+        bright = _quantile(flat, 0.99).clamp(min=1e-4)  # (N, 3)
+        dy = (linear[:, :, 1:] - linear[:, :, :-1]).abs().mean((2, 3))  # grey-edge: mean gradient per channel
+        dx = (linear[..., 1:] - linear[..., :-1]).abs().mean((2, 3))
+        edges = (dy + dx).clamp(min=1e-5)
         lum = torch.einsum("c,ncp->np", self.luma, flat)  # (N, T*T)
-        q = torch.quantile(lum, torch.tensor([0.01, 0.5, 0.99], device=lum.device), dim=1).T  # (N, 3)
+        q = torch.stack([_quantile(lum, p) for p in (0.01, 0.5, 0.99)], dim=1)  # (N, 3)
         clipped = (flat.amax(1) > 0.98).float().mean(1, keepdim=True)  # (N, 1)
         dark = (lum < 0.005).float().mean(1, keepdim=True)
         return torch.cat([grey_world.log(), shades.log(), bright.log(), edges.log(), q.clamp(min=1e-4).log(),
@@ -372,7 +383,7 @@ class LightCorrector(nn.Module):
         zero = torch.zeros_like(log_rb[:, :1])
         gains = torch.cat([log_rb[:, :1], zero, log_rb[:, 1:]], dim=1).exp()  # (N, 3), G = 1
         gains = gains / (gains @ self.luma)[:, None]
-        return gains * torch.exp2(params[:, 2] * strength)[:, None]
+        return gains * torch.pow(2.0, params[:, 2] * strength)[:, None]
 
     @staticmethod
     def confidence(params: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_defaults_are_the_recommended_recipe_and_poster_yaml_is_the_posters():
     cfg = load_config()
-    assert (cfg.model.arch, cfg.train.loss, cfg.train.lr_schedule) == ("lut", "psnr", "cosine")
+    assert (cfg.model.arch, cfg.train.loss, cfg.train.lr_schedule) == ("light", "psnr", "cosine")
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size) == (100, 0.002, 16)
+    assert (cfg.degrade.light_prob, cfg.degrade.clean_fraction, cfg.degrade.jitter_fraction) == (0.8, 0.4, 0.0)
+    default = load_config(REPO / "jobs" / "configs" / "default.yaml")  # the file says what the defaults are
+    assert (default.model, default.degrade) == (cfg.model, cfg.degrade)
     poster = load_config(Path(__file__).parents[1] / "jobs" / "configs" / "poster.yaml")
     assert (poster.train.epochs, poster.train.lr, poster.train.batch_size, poster.train.loss,
             poster.train.lr_schedule) == (100, 0.002, 16, "ssim", "constant")

@@ -84,7 +84,9 @@ def test_pairs_are_degraded_input_and_clean_target(pipeline):
 def test_configured_subset_shares_and_a_new_draw_each_epoch(pipeline):
     cfg, _, datasets = pipeline
     d = cfg.degrade
-    colour = (1 - d.clean_fraction) * (1 - (1 - d.jitter_fraction) * (1 - d.wb_prob) * (1 - d.exposure_prob))
+    no_colour = np.prod([1 - p for p in (d.light_prob, d.exposure_error_prob, d.jitter_fraction, d.wb_prob,
+                                         d.exposure_prob)])
+    colour = (1 - d.clean_fraction) * (1 - no_colour)
     epoch1 = _pairs(datasets["train"])
     epoch2 = _pairs(datasets["train"])
     good = [k for k, v in epoch1.items() if v[2]]

@@ -15,7 +15,7 @@ from skinray.model import build_model, count_parameters
 from skinray.predict import Enhancer
 from skinray.synth import skin_image
 
-ARCHS = ["poster", "context", "affine", "lut"]
+ARCHS = ["poster", "context", "affine", "lut", "light"]
 
 
 def _checkpoint(tmp_path, arch: str) -> str:
