@@ -87,6 +87,15 @@ class Assessment:
         out["reasons"], out["gains"] = list(self.reasons), list(self.gains)
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
+    def row(self) -> dict[str, Any]:
+        """Flat columns (the manifests, the Ray Data callable): :data:`COLUMNS`, reasons comma-joined."""
+        return {"verdict": self.verdict, "reasons": ",".join(self.reasons), "kelvin": self.kelvin,
+                "tint": self.tint, "gain_r": self.gains[0], "gain_g": self.gains[1], "gain_b": self.gains[2],
+                "ev": self.ev, "confidence": self.confidence, "light_source": self.light_source,
+                "change_mean": self.change_mean, "change_p95": self.change_p95, "blur_factor": self.blur_factor,
+                "clipped_high": self.clipped_high, "clipped_low": self.clipped_low, "noise": self.noise,
+                "blockiness": self.blockiness}
+
     def change_header(self) -> str:
         """The change in one line (the endpoint's ``X-Skinray-Change``)."""
         return (f"de={self.change_mean:.2f}; de95={self.change_p95:.2f}; kelvin={self.kelvin:.0f}; "
@@ -95,6 +104,19 @@ class Assessment:
     def verdict_header(self) -> str:
         """``retake (blurred, noisy)``, ``corrected`` or ``good`` (the endpoint's ``X-Skinray-Verdict``)."""
         return f"{self.verdict} ({', '.join(self.reasons)})" if self.reasons else self.verdict
+
+
+# The assessment's flat columns and their types ("str" or "float"), in order; a row without an
+# assessment (failed, not an image) has "" and NaN.
+COLUMNS = {"verdict": "str", "reasons": "str", "kelvin": "float", "tint": "float", "gain_r": "float",
+           "gain_g": "float", "gain_b": "float", "ev": "float", "confidence": "float", "light_source": "str",
+           "change_mean": "float", "change_p95": "float", "blur_factor": "float", "clipped_high": "float",
+           "clipped_low": "float", "noise": "float", "blockiness": "float"}
+
+
+def empty_row() -> dict[str, Any]:
+    """The assessment columns of a photo not assessed."""
+    return {name: "" if kind == "str" else float("nan") for name, kind in COLUMNS.items()}
 
 
 # ----------------------------------------------------------------------------- measurements
