@@ -333,6 +333,10 @@ def printed_lines(real: dict) -> list[str]:
 SHEET_LABELS = ("harm: good", "harm: output", "cast: good", "cast: input", "cast: output")
 
 
+def _stem(key: str) -> str:
+    return key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
 def _caption(img: np.ndarray, text: str) -> np.ndarray:
     from PIL import ImageDraw
 
@@ -361,6 +365,6 @@ def contact_sheet(records: list[dict], name: str, fn, photos: dict[str, np.ndarr
     for by_harm, by_cast in zip(worst(records, name, "good"), worst(records, name, "cast")):
         good, img = photos[by_harm["key"]], photos[by_cast["key"]]
         cast = cast_input(img, by_cast["key"], seed)
-        rows.append([_caption(good, f"{by_harm['key']} {by_harm['good'][name]['ciede2000']:.1f}"), fn(good),
-                     _caption(img, f"{by_cast['key']} {by_cast['cast'][name]:.1f}"), cast, fn(cast)])
+        rows.append([_caption(good, f"{_stem(by_harm['key'])} {by_harm['good'][name]['ciede2000']:.1f}"), fn(good),
+                     _caption(img, f"{_stem(by_cast['key'])} {by_cast['cast'][name]:.1f}"), cast, fn(cast)])
     return str(viz.grid(rows, SHEET_LABELS, path))
