@@ -32,6 +32,8 @@ from PIL import Image, ImageCms, UnidentifiedImageError, features
 
 from skinray.config import MAX_PIXELS
 from skinray.errors import ImageDecodeError
+from skinray.image_limits import DEFAULT_LIMITS, DecodeLimits, ImageLimitError  # noqa: F401 - re-exported
+from skinray.image_limits import check as check_limits
 
 try:  # HEIC/HEIF (iPhone photos) through libheif; a dependency, but reading still works without it
     import pillow_heif
@@ -168,10 +170,13 @@ def _too_large(width: int, height: int, max_pixels: int) -> ImageTooLargeError:
                               f"(possible decompression bomb)", width * height, max_pixels)
 
 
-def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image:
-    """Parse the header only, with the allowed plugins only; check the declared size."""
+def _open(data: bytes, max_pixels: int, formats: tuple[str, ...],
+          limits: DecodeLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Check the structure limits on the bytes, then parse the header only, with the allowed
+    plugins only; check the declared size."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
+    check_limits(data, limits, max_pixels)  # scans, tiles, chunks, frames: before any plugin sees the bytes
     Image.init()  # registers every plugin, so that the allowed ones can be named
     try:
         with warnings.catch_warnings():
@@ -201,12 +206,13 @@ def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image
     return img
 
 
-def probe(data: bytes, max_pixels: int = MAX_PIXELS,
-          formats: tuple[str, ...] = IMAGE_FORMATS) -> tuple[int, int, str]:
+def probe(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = IMAGE_FORMATS,
+          limits: DecodeLimits = DEFAULT_LIMITS) -> tuple[int, int, str]:
     """Read only the header: (width, height, format). Raises ImageDecodeError if not an image
     of the allowed ``formats``, :class:`ImageTooLargeError` if its declared pixel count (of the
-    first frame, the one decoded) exceeds ``max_pixels``."""
-    img = _open(data, max_pixels, formats)
+    first frame, the one decoded) exceeds ``max_pixels``, :class:`ImageLimitError` if its
+    structure exceeds ``limits`` (:mod:`skinray.image_limits`)."""
+    img = _open(data, max_pixels, formats, limits)
     return img.size[0], img.size[1], img.format or "unknown"
 
 
@@ -264,10 +270,10 @@ def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
     return rgb if op is None else np.ascontiguousarray(op(rgb))
 
 
-def decode(data: bytes, max_pixels: int = MAX_PIXELS,
-           formats: tuple[str, ...] = IMAGE_FORMATS) -> np.ndarray:
+def decode(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = IMAGE_FORMATS,
+           limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Image bytes -> upright sRGB, ``(H, W, 3)`` ``uint8`` (:func:`decode_photo`'s pixels)."""
-    return decode_photo(data, max_pixels, formats).rgb
+    return decode_photo(data, max_pixels, formats, limits).rgb
 
 
 def _kept_exif(exif: Image.Exif) -> tuple[bytes | None, str]:
@@ -282,21 +288,23 @@ def _kept_exif(exif: Image.Exif) -> tuple[bytes | None, str]:
         return None, f"EXIF unreadable ({type(exc).__name__}): dropped"
 
 
-def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS,
-                 formats: tuple[str, ...] = IMAGE_FORMATS) -> Decoded:
+def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = IMAGE_FORMATS,
+                 limits: DecodeLimits = DEFAULT_LIMITS) -> Decoded:
     """Image bytes -> :class:`Decoded`: upright sRGB ``(H, W, 3)`` ``uint8`` pixels, what was
     done to their colours, and the EXIF to keep.
 
     Raises :class:`ImageDecodeError` (with a reason) for empty, truncated or non-image bytes,
     :class:`UnsupportedFormatError` for formats outside ``formats`` and
     :class:`ImageTooLargeError` for images over ``max_pixels``, checked from the header before
-    pixels are decoded. Multi-frame files (TIFF pages, animated PNG/WebP, MPO JPEGs) give their first
-    frame, whose size is the one checked. Peak memory is about the decoded image in its own
-    mode plus the RGB result (e.g. 2 + 3 bytes per pixel for 16-bit gray, 4 + 3 for RGBA); the
-    conversion to sRGB works strip by strip, in place. A bad ICC profile or EXIF block is never
+    pixels are decoded, and :class:`ImageLimitError` for files whose scans, strips, tiles,
+    chunks or frames exceed ``limits``, checked on the bytes before any decoder runs.
+    Multi-frame files (TIFF pages, animated PNG/WebP, MPO JPEGs) give their first frame, whose
+    size is the one checked. Peak memory is about the decoded image in its own mode plus the
+    RGB result (e.g. 2 + 3 bytes per pixel for 16-bit gray, 4 + 3 for RGBA); the conversion to
+    sRGB works strip by strip, in place. A bad ICC profile or EXIF block is never
     an error: it is ignored and named in ``warning``.
     """
-    img = _open(data, max_pixels, formats)
+    img = _open(data, max_pixels, formats, limits)
     warnings_: list[str] = []
     colour, exif = "untagged: assumed sRGB", None
     try:
