@@ -351,15 +351,16 @@ def score_all(samples: list[tuple[str, np.ndarray]], methods: list[Method], cfg:
     scores = Scores({s: {n: [] for n in names} for s in SUBSETS}, {m.name: 0.0 for m in methods})
     with _one_thread():
         for i, (key, clean) in enumerate(samples):
-            _score_image(key, clean, methods, cfg, seed, scores, grid=i < GRID_IMAGES)
-            _score_real(harm.describe(key, clean, (masks or {}).get(key)), methods, seed, scores)
+            as_is = _score_image(key, clean, methods, cfg, seed, scores, grid=i < GRID_IMAGES)
+            _score_real(harm.describe(key, clean, (masks or {}).get(key)), methods, as_is, seed, scores)
             if (i + 1) % 20 == 0 and i + 1 < len(samples):
                 print(f"[skinray] evaluated {i + 1}/{len(samples)} images (x{len(SUBSETS)} subsets)", flush=True)
     return scores
 
 
 def _score_image(key: str, clean: np.ndarray, methods: list[Method], cfg: DegradeConfig, seed: int,
-                 scores: Scores, grid: bool) -> None:
+                 scores: Scores, grid: bool) -> dict[str, np.ndarray]:
+    """Score one image's three subsets; returns the outputs of the clean subset (the photo as it is)."""
     clean_lab = colour.srgb_to_lab(clean)
     for subset in SUBSETS:
         outputs = _outputs(methods, degraded_input(clean, key, subset, cfg, seed), clean, scores)
@@ -367,12 +368,14 @@ def _score_image(key: str, clean: np.ndarray, methods: list[Method], cfg: Degrad
             scores.rows[subset][name].append(score(out, clean, clean_lab))
         if grid:
             scores.grid.append([clean, *outputs.values()])
+    return outputs
 
 
-def _score_real(photo: harm.Photo, methods: list[Method], seed: int, scores: Scores) -> None:
-    """The photo as it is (every method's output against it) and re-lit by its real-world cast
-    (every method's and oracle's output against the good photo); neither timed."""
-    good = {m.name: harm.good_row(m.fn(photo.img), photo) for m in methods if m.kind != "input"}
+def _score_real(photo: harm.Photo, methods: list[Method], as_is: dict[str, np.ndarray], seed: int,
+                scores: Scores) -> None:
+    """The photo as it is (every method's output ``as_is``, from the clean subset, against it) and
+    re-lit by its real-world cast (every method's and oracle's output against the good photo, not timed)."""
+    good = {m.name: harm.good_row(as_is[m.name], photo) for m in methods if m.kind != "input"}
     light = harm.cast_draw(photo.img, photo.key, seed)
     cast = degrade.apply_uint8(photo.img, light)
     outputs = {m.name: m.fn(cast) for m in methods}
