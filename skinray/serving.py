@@ -73,6 +73,15 @@ class AppArgs(BaseModel):
     max_inflight_pixels: Optional[int] = Field(None, ge=1)
     # A request still unanswered after this long gets 503 (and its computation stops between tiles).
     request_timeout_s: float = Field(60.0, gt=0)
+    # Structure limits checked on the bytes before any decoder runs (422 naming the limit):
+    # skinray.image_limits.DecodeLimits, whose defaults archive jobs use too.
+    max_jpeg_scans: int = Field(images.DecodeLimits.max_jpeg_scans, ge=1)
+    max_tiff_blocks: int = Field(images.DecodeLimits.max_tiff_blocks, ge=1)
+    max_tiff_ifds: int = Field(images.DecodeLimits.max_tiff_ifds, ge=1)
+    max_png_chunks: int = Field(images.DecodeLimits.max_png_chunks, ge=3)
+    max_png_ancillary_bytes: int = Field(images.DecodeLimits.max_png_ancillary_bytes, ge=0)
+    max_png_ratio: int = Field(images.DecodeLimits.max_png_ratio, ge=1)
+    max_frames: int = Field(images.DecodeLimits.max_frames, ge=1)
     # Requests per model call. None: 8 on a GPU, 1 on a CPU. On a CPU the Enhancer runs each
     # photo on its own (stacking measured slower: poster 0.79x unbatched, benchmarks/
     # serve_latency.py, 2 cores), so 8 there only gathers requests into one worker call: with the
@@ -93,6 +102,9 @@ class AppArgs(BaseModel):
     # files an earlier skinray run wrote.
     batch_roots: Optional[list[str]] = None
     batch_writable_roots: list[str] = []
+
+    def decode_limits(self) -> images.DecodeLimits:
+        return images.DecodeLimits(**{name: getattr(self, name) for name in images.DecodeLimits.names()})
 
     def roots(self):
         from skinray import paths
@@ -146,6 +158,17 @@ async def _json_errors(request: Request, exc: StarletteHTTPException) -> JSONRes
 async def _json_validation_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
     return JSONResponse({"error": f"invalid request: {problems}", "status": 422}, status_code=422)
+
+
+HEADER_MAX_CHARS = 200  # longest X-Skinray-* / X-Model-Id value; longer ones end in TRUNCATED
+
+
+def header_value(text: str, limit: int = HEADER_MAX_CHARS) -> str:
+    """A response header value made only from printable ASCII: other characters (controls,
+    non-ASCII, from an ICC profile's description) become '?', whitespace runs one space, and a
+    value over ``limit`` characters is cut, ending in '...'."""
+    safe = "".join(c if " " <= c <= "~" else "?" for c in " ".join(str(text).split()))
+    return safe if len(safe) <= limit else safe[:limit - 3] + "..."
 
 
 def _error(status: int, message: str, headers: Optional[dict] = None) -> HTTPException:
@@ -251,6 +274,7 @@ class EnhanceService:
             raise SkinrayError(f"max_inflight_pixels ({inflight}) must be at least max_pixels "
                                f"({self.args.max_pixels}): a maximal image would never fit")
         self._budget = PixelBudget(inflight)
+        self._limits = self.args.decode_limits()
         batch_size = self.args.max_batch_size or (8 if self.enhancer.device.type == "cuda" else 1)
         self.enhance_batch.set_max_batch_size(batch_size)
         self.enhance_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
@@ -339,12 +363,16 @@ class EnhanceService:
         return file_type, await upload.read()
 
     @staticmethod
-    def _header(data: bytes, content_type: str, max_pixels: int) -> tuple[int, int, str]:
+    def _header(data: bytes, content_type: str, max_pixels: int,
+                limits: images.DecodeLimits = images.DEFAULT_LIMITS) -> tuple[int, int, str]:
         """(width, height, Pillow format) from the header alone, or the right 4xx: 413 for too
-        many pixels (however many are declared), 415 for a format outside the README's list or
-        other than the Content-Type says, 400 for bytes that are no image."""
+        many pixels (however many are declared), 422 for a structure over a limit (scans,
+        strips, chunks, frames), 415 for a format outside the README's list or other than the
+        Content-Type says, 400 for bytes that are no image."""
         try:
-            width, height, fmt = images.probe(data, max_pixels, ENDPOINT_FORMATS)
+            width, height, fmt = images.probe(data, max_pixels, ENDPOINT_FORMATS, limits)
+        except images.ImageLimitError as exc:
+            raise _error(422, f"cannot use this image: {exc}") from None
         except images.ImageTooLargeError as exc:
             raise _error(413, f"cannot use this image: {exc}") from None
         except images.UnsupportedFormatError as exc:
@@ -390,7 +418,10 @@ class EnhanceService:
     async def _decode(self, stop: threading.Event, data: bytes, image_format: str) -> images.Decoded:
         """Decode on the executor: 413 or 400 for what the header alone did not show."""
         try:
-            return await self._in_thread(stop, images.decode_photo, data, self.args.max_pixels, (image_format,))
+            return await self._in_thread(stop, images.decode_photo, data, self.args.max_pixels, (image_format,),
+                                         self._limits)
+        except images.ImageLimitError as exc:
+            raise _error(422, f"cannot use this image: {exc}") from None
         except images.ImageTooLargeError as exc:
             raise _error(413, f"cannot use this image: {exc}") from None
         except ImageDecodeError as exc:
@@ -412,7 +443,7 @@ class EnhanceService:
         content_type, data = await self._image_bytes(request)
         if not data:
             raise _error(400, "empty body: send the image bytes")
-        width, height, image_format = self._header(data, content_type, self.args.max_pixels)
+        width, height, image_format = self._header(data, content_type, self.args.max_pixels, self._limits)
         pixels = width * height
         try:
             await self._budget.acquire(pixels, deadline - time.monotonic())
@@ -439,8 +470,8 @@ class EnhanceService:
         finally:
             await self._budget.release(pixels)
         return Response(content=body, media_type=MEDIA[fmt], headers={
-            "X-Model-Id": self.enhancer.model_id,
-            "X-Skinray-Colour": colour.encode("ascii", "replace").decode(),
+            "X-Model-Id": header_value(self.enhancer.model_id),
+            "X-Skinray-Colour": header_value(colour),
             "Server-Timing": f"total;dur={(time.perf_counter() - started) * 1000:.1f}",
         })
 

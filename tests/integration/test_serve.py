@@ -626,3 +626,48 @@ def test_deadline_and_disconnect_stop_the_work(endpoint):
         assert r.status_code == 403 and "turned off" in r.json()["error"]
     finally:
         serve.delete("slow")
+
+
+# --- hostile bytes (issue 23) ------------------------------------------------------------------
+
+def _ztxt_bomb() -> bytes:
+    import zlib
+
+    from test_image_limits import _chunk, _noise, _rgb_png
+
+    return _rgb_png(_noise(), extra=_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"\x00" * (4 << 20), 9)))
+
+
+def _hostile(name: str) -> bytes:
+    from test_image_limits import _many_scans_jpeg, _noise, _rgb_png, _tiff_strips
+
+    return {"scans": lambda: _many_scans_jpeg(150), "strips": lambda: _tiff_strips(1, 70_000),
+            "chunks": lambda: _rgb_png(_noise(64, 64), split=1), "ztxt": _ztxt_bomb}[name]()
+
+
+@pytest.mark.parametrize("name, limit", [("scans", "max_jpeg_scans=100"), ("strips", "max_tiff_blocks=65536"),
+                                         ("chunks", "max_png_chunks=10000"), ("ztxt", "max_png_ancillary_bytes")])
+def test_hostile_structures_are_refused_before_decoding(endpoint, name, limit):
+    """Items 2-3: 40,000 progressive scans held a CPU for a minute; 1x1 TIFF tiles took 800 MB.
+    Such files, small ones hitting the same limits, are a JSON 422 naming the limit, at once."""
+    client, _ = endpoint
+    started = time.monotonic()
+    r = client.post("/v1/enhance", content=_hostile(name), headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 422 and limit in r.json()["error"], r.text
+    assert time.monotonic() - started < 10
+
+
+def test_icc_description_never_reaches_a_header_unfiltered(endpoint):
+    """Item 4: a control character in the profile's description left the client without a
+    response; a 100,000-character one made a 100 KB header. Now: printable ASCII, cut to 200."""
+    from icc_profiles import rgb_profile
+
+    client, _ = endpoint
+    for description, expect in (("Evil\x01P3\x7f", "Evil?P3?"), ("P3 " + "x" * 100_000, None)):
+        out = io.BytesIO()
+        Image.fromarray(synth.skin_image(0, 3, 32)).save(out, format="PNG", icc_profile=rgb_profile(description))
+        r = client.post("/v1/enhance", content=out.getvalue(), headers={"Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        colour = r.headers["x-skinray-colour"]
+        assert colour.isascii() and colour.isprintable() and len(colour) <= 200, colour[:300]
+        assert (expect in colour) if expect else colour.endswith("..."), colour
