@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skinray import checkpoint, images, paths, storage
+from skinray import assess, checkpoint, images, paths, storage
 from skinray.config import BATCH_BYTES, EnhanceConfig
 from skinray.errors import SkinrayError, StorageError
 from skinray.progress import ProgressLine, bar
@@ -60,7 +60,8 @@ REPORT_SCHEMA = pa.schema([
     ("owned", pa.bool_()),  # the file at output_key was written by skinray (this run or an earlier one)
     ("colour", pa.string()),  # what decoding did to the colours: srgb, converted from <profile>, ...
     ("warning", pa.string()),  # something ignored on the way (a corrupt ICC profile, unreadable EXIF)
-])
+] + [(name, pa.string() if kind == "str" else pa.float64())  # the photo's triage (skinray/assess.py);
+     for name, kind in assess.COLUMNS.items()])  # "" / NaN for photos not enhanced this run
 _EXT = {"png": ".png", "jpeg": ".jpg"}
 
 
@@ -88,7 +89,7 @@ def encode_for(key: str, rgb: np.ndarray, quality: int, exif: bytes | None = Non
 def _row(key: str, out_key: str = "", status: str = "todo", reason: str = "", **extra: Any) -> dict[str, Any]:
     row = {"key": key, "output_key": out_key, "status": status, "reason": reason, "bytes_in": 0,
            "bytes_out": 0, "width": 0, "height": 0, "seconds": 0.0, "owned": False, "colour": "",
-           "warning": ""}
+           "warning": "", **assess.empty_row()}
     row.update(extra)
     return row
 
@@ -127,27 +128,35 @@ def previous_outputs(dst: paths.Location, s3) -> set[str]:
     return {r["output_key"] for r in rows if r["status"] == "ok" and r["output_key"]}  # older manifests
 
 
+def list_inputs(src: paths.Location, s3, follow_symlinks: bool = False) -> tuple[list[paths.Listed], list[dict]]:
+    """(the photos to read, final rows): one listing of the input, report folders left out; a
+    file that cannot be listed safely is a ``failed`` row, one without an image extension a
+    ``not-image`` row (the archive job and ``skinray assess`` alike)."""
+    photos, final = [], []
+    for entry in _list(src, s3, follow_symlinks):
+        if entry.key.startswith(REPORT_DIR + "/"):
+            continue
+        if entry.problem:
+            final.append(_row(entry.key, status="failed", reason=entry.problem, bytes_in=entry.size))
+        elif not images.is_image_key(entry.key):
+            final.append(_row(entry.key, status="not-image", reason="no image extension", bytes_in=entry.size))
+        else:
+            photos.append(entry)
+    return photos, final
+
+
 def plan(cfg: EnhanceConfig, s3: storage.S3Options | None, src: paths.Location | None = None,
          dst: paths.Location | None = None) -> tuple[list[dict], list[dict]]:
     """(rows to process, rows already final). Lists the input once and the output once."""
     if src is None or dst is None:
         src, dst = paths.check_job(cfg.input, cfg.output, None, cfg.overwrite, cfg.follow_symlinks)
-    inputs = _list(src, s3, cfg.follow_symlinks)
+    inputs, final = list_inputs(src, s3, cfg.follow_symlinks)
     existing: set[str] = set()
     if dst.kind == "local" and os.path.lexists(dst.path) or dst.kind == "s3" and storage.exists(dst.uri, s3):
         existing = {e.key for e in _list(dst, s3)}
     ours = previous_outputs(dst, s3) if existing else set()
-    todo, final = [], []
+    todo = []
     for entry in inputs:
-        if entry.key.startswith(REPORT_DIR + "/"):
-            continue
-        if entry.problem:
-            final.append(_row(entry.key, status="failed", reason=entry.problem, bytes_in=entry.size))
-            continue
-        if not images.is_image_key(entry.key):
-            final.append(_row(entry.key, status="not-image", reason="no image extension",
-                              bytes_in=entry.size))
-            continue
         try:
             out_key = output_key(entry.key, cfg.format)
         except ValueError as exc:
@@ -231,9 +240,12 @@ class EnhanceStage:
                                                                       int(batch["width"][i]), 3) for i in todo]
         pixels = list(batch["pixels"])
         status, reason = list(batch["status"]), list(batch["reason"])
-        try:
-            for i, out in zip(todo, self.enhancer.enhance_batch(arrays)):
+        triage = {name: list(batch[name]) for name in assess.COLUMNS}
+        try:  # enhanced and assessed from one pass of the model
+            for i, out, a in zip(todo, *assess.assess_batch(self.enhancer, arrays)):
                 pixels[i] = out.tobytes()
+                for name, value in a.row().items():
+                    triage[name][i] = value
         except Exception as exc:  # a model failure fails these rows, not the archive job
             for i in todo:
                 status[i], reason[i] = "failed", f"enhance: {type(exc).__name__}: {exc}"
@@ -241,7 +253,9 @@ class EnhanceStage:
         if todo:
             seconds[todo] += (time.perf_counter() - started) / len(todo)
         return {**batch, "pixels": np.array(pixels, dtype=object), "status": np.array(status, dtype=object),
-                "reason": np.array(reason, dtype=object), "seconds": seconds}
+                "reason": np.array(reason, dtype=object), "seconds": seconds,
+                **{name: np.array(values, dtype=object if assess.COLUMNS[name] == "str" else np.float64)
+                   for name, values in triage.items()}}
 
 
 class CpuStage:
@@ -294,7 +308,7 @@ def encode_write(batch: dict[str, np.ndarray], *, quality: int, s3,
             status[i], reason[i] = "failed", f"write: {exc}"
         seconds[i] += time.perf_counter() - started
     return {**{name: batch[name] for name in ("key", "output_key", "bytes_in", "width", "height", "colour",
-                                              "warning")},
+                                              "warning", *assess.COLUMNS)},
             "status": np.array(status, dtype=object),
             "reason": np.array(reason, dtype=object), "bytes_out": bytes_out, "seconds": seconds,
             "owned": owned}
@@ -314,10 +328,12 @@ class EnhanceSummary:
     summary_uri: str
     rows: list[dict] = field(default_factory=list, repr=False)
     stats: str = field(default="", repr=False)  # Ray Data's per-operator stats (Ray runs only)
+    verdicts: dict[str, int] = field(default_factory=dict)  # photos enhanced this run, by triage verdict
 
     def line(self) -> str:
         parts = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in STATUSES)
-        return (f"enhanced {self.total} files in {self.seconds:.1f}s ({parts}); "
+        verdicts = ", ".join(f"{self.verdicts.get(v, 0)} {v}" for v in assess.VERDICTS)
+        return (f"enhanced {self.total} files in {self.seconds:.1f}s ({parts}; {verdicts}); "
                 f"{self.images_per_s:.2f} img/s; report {self.manifest_uri}")
 
 
@@ -571,16 +587,18 @@ def _write_report(cfg: EnhanceConfig, s3, dst, rows: list[dict], model, started_
                   execution: str, stats: list[str]) -> EnhanceSummary:
     """Write the manifest and summary.json under the output's report folder; the run's summary."""
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    verdicts = {v: sum(r["verdict"] == v for r in rows) for v in assess.VERDICTS}
     manifest_uri = dst.join(f"{REPORT_DIR}/manifest.parquet")
     summary_uri = dst.join(f"{REPORT_DIR}/summary.json")
     _write_manifest(manifest_uri, rows, counts, s3)
     summary = EnhanceSummary(counts=counts, total=len(rows), seconds=seconds,
                              images_per_s=counts["ok"] / seconds if seconds > 0 else 0.0,
                              model_id=model.model_id, manifest_uri=manifest_uri, summary_uri=summary_uri, rows=rows,
-                             stats="".join(stats))
+                             stats="".join(stats), verdicts=verdicts)
     _write(summary_uri, json.dumps({
         "input": cfg.input, "output": cfg.output, "model": cfg.model, "model_id": model.model_id,
-        "counts": counts, "total": len(rows), "seconds": seconds, "images_per_s": summary.images_per_s,
+        "counts": counts, "verdicts": verdicts, "total": len(rows), "seconds": seconds,
+        "images_per_s": summary.images_per_s,
         "started": started_at, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "format": cfg.format, "quality": cfg.quality, "strip_metadata": cfg.strip_metadata,
         "execution": execution,
