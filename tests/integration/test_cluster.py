@@ -79,6 +79,9 @@ def test_train_then_enhance_jobs_on_a_two_node_cluster(cluster, tmp_path):
                              f"--set data.source={tmp_path / 'data'} --set train.storage={tmp_path / 'runs'}")
     best = tmp_path / "runs" / "smoke" / "best"
     assert f"best model: {best}" in logs
+    # Each line once, although the head and the worker node share this machine's log folder.
+    said = [line for line in logs.splitlines() if line.startswith("[skinray] ")]
+    assert len(said) > 3 and len(said) == len(set(said)), logs[-4000:]
     assert checkpoint.load(best).config.train.name == "smoke"
 
     logs = _run_job(cluster, f"python jobs/enhance.py --model {tmp_path / 'runs' / 'smoke'} "
