@@ -135,12 +135,20 @@ def _resolve(uri: str, s3: storage.S3Options | None) -> str:
     return uri
 
 
+# skinray's own sentence for a weights file that only full unpickling could load (never PyTorch's
+# advice to re-run with weights_only=False, which would run the file's code).
+_REFUSED_PICKLE = ("{path}: refused: it holds Python objects beyond tensors, and loading it would run code; "
+                   "skinray loads weights as data only. Use a checkpoint that skinray wrote (skinray train, "
+                   "skinray bundle), or re-save the weights as a plain state dict of tensors")
+
+
 def load(uri: str | Path, device: str | torch.device = "cpu", s3: storage.S3Options | None = None) -> LoadedModel:
     """Rebuild the saved model (eval mode, on ``device``) from a local or S3 checkpoint."""
     uri = _resolve(str(uri), s3)
     meta = read_metadata(uri, s3)
     try:
         config = Config.from_dict(meta["config"], where=storage.join(uri, META_FILE))
+        config.validate(("model",))  # ranges checked before anything is built (lut_bases=1e8: 51 GB)
     except SkinrayError as exc:
         raise CheckpointError(f"{uri}: saved config is invalid ({exc})") from None
     model = build_model(config.model)
@@ -150,7 +158,9 @@ def load(uri: str | Path, device: str | torch.device = "cpu", s3: storage.S3Opti
         model.load_state_dict(state)
     except SkinrayError:
         raise CheckpointError(f"{uri}: {MODEL_FILE} is missing") from None
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except pickle.UnpicklingError:  # weights_only refused a global; PyTorch's advice is to turn that off
+        raise CheckpointError(_REFUSED_PICKLE.format(path=storage.join(uri, MODEL_FILE))) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{uri}: {MODEL_FILE} is corrupt or does not match the saved config "
                               f"({str(exc)[:200]})") from None
     model.to(device).eval()

@@ -12,6 +12,7 @@ starts; an error names the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -236,6 +237,13 @@ class ModelConfig:
                  f"must be >= 1 for arch {self.arch} (32 is its usual width), got {self.width}"
                  if self.arch not in ("lut", "light") else f"must be >= 0 (0: no detail branch), got {self.width}")
         _require(2 <= self.lut_size <= 65, "model.lut_size", f"must be in [2, 65], got {self.lut_size}")
+        # Upper bounds: a config (a checkpoint's skinray.json too) is checked before anything is
+        # built, so lut_bases=1e8 is this message, not a 51 GB allocation.
+        _require(self.depth <= 16, "model.depth", f"must be at most 16, got {self.depth}")
+        _require(self.width <= 512, "model.width", f"must be at most 512, got {self.width}")
+        _require(self.lut_bases <= 256, "model.lut_bases", f"must be in [1, 256], got {self.lut_bases}")
+        _require(self.curve_points <= 1024, "model.curve_points", f"must be in [2, 1024], got {self.curve_points}")
+        _require(self.thumbnail <= 1024, "model.thumbnail", f"must be in [32, 1024] pixels, got {self.thumbnail}")
         _require(self.lut_bases >= 1, "model.lut_bases", f"must be >= 1, got {self.lut_bases}")
         _require(self.curve_points >= 2, "model.curve_points", f"must be >= 2, got {self.curve_points}")
         _require(self.thumbnail >= 32, "model.thumbnail", f"must be >= 32 pixels, got {self.thumbnail}")
@@ -506,10 +514,28 @@ def _coerce(raw: Any, hint: Any, where: str, key: str) -> Any:
             if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
                 raise ValueError(raw)
             return str(raw)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: int([...]), float({...})
         type_name = getattr(base, "__name__", str(base))
-        raise ConfigError(f"{where}: {key} must be {type_name}, got {raw!r}") from None
+        raise ConfigError(f"{where}: {key} must be {type_name}, got {_SHORT.repr(raw)}") from None
     raise ConfigError(f"{where}: {key} has unsupported type {hint}")  # pragma: no cover
+
+
+# An ill-typed value is shown at most this long (a huge nested value must not become a huge message).
+_SHORT = reprlib.Repr()  # Python 3.11: set as attributes
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxset = 2, 4, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 80, 80, 40
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without anchors and aliases: skinray's configs never need them, and an alias
+    bomb (a billion laughs) builds a small file into a value of any size."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"YAML aliases (*{event.anchor}) are not allowed in skinray configs, "
+                                 f"line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
@@ -522,9 +548,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(), Loader=_NoAliasLoader) or {}  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+            raise ConfigError(f"{path}: not valid YAML ({str(exc)[:500]})") from None
         config = root.from_dict(data, where=str(path))
     if overrides:
         config = config.replace(overrides)
