@@ -235,6 +235,42 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _assess_thresholds(items: list[str]):
+    """``--set assess.FIELD=VALUE`` -> the AssessConfig, each value typed and checked."""
+    from skinray.config import AssessConfig, parse_set_flags
+
+    fields = {f.name: f.type for f in dataclasses.fields(AssessConfig)}
+    values = {}
+    for key, value in parse_set_flags(items).items():
+        section, _, name = key.partition(".")
+        if section != "assess" or name not in fields:
+            raise ConfigError(f"--set {key}: unknown key; choose from {['assess.' + n for n in fields]}")
+        try:
+            values[name] = int(value) if fields[name] in ("int", int) else float(value)
+        except ValueError:
+            raise ConfigError(f"--set {key}: not a number: {value!r}") from None
+    cfg = AssessConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def cmd_assess(args: argparse.Namespace) -> int:
+    from skinray import storage, triage
+
+    thresholds = _assess_thresholds(args.set)
+    execution = "local" if args.local else "ray" if args.ray else "auto"
+    s3 = storage.S3Options.from_env(args.s3_endpoint)
+    summary = triage.run(args.input, args.out, args.model, s3, thresholds, execution=execution,
+                         workers=args.workers, follow_symlinks=args.follow_symlinks, ray_address=args.ray_address)
+    if not args.out:
+        for row in summary.rows:
+            what = row["verdict"] + (f" ({row['reasons']})" if row["reasons"] else "") if row["verdict"] else \
+                f"{row['status']}: {row['reason']}"
+            print(f"{row['key']}\t{what}")
+    print(f"[skinray] {summary.line()}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import socket
 
@@ -395,6 +431,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_enhance, flag_names=_ENHANCE_FLAG_NAMES)
 
+    p = sub.add_parser("assess", help="triage every photo under a folder or bucket prefix: good / corrected / "
+                                      "retake with reasons; --out writes a manifest and an HTML report")
+    p.add_argument("input", help="folder or s3://bucket/prefix of photos")
+    p.add_argument("--out", help="folder or s3:// prefix for manifest.parquet, summary.json and report.html "
+                                 "(default: one line per photo here)")
+    p.add_argument("--model", default="bundled", help="checkpoint, as for enhance (default bundled)")
+    p.add_argument("--workers", type=int, default=1, help="model actors at least (Ray Data runs)")
+    p.add_argument("--follow-symlinks", action="store_true", help="list and read through symbolic links")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="run in this process, without Ray")
+    where.add_argument("--ray", action="store_true", help="run the Ray Data job even for a small input")
+    p.add_argument("--set", action="append", default=[], metavar="assess.FIELD=VALUE",
+                   help="a triage threshold, e.g. assess.blur_factor=3 (docs/configuration.md)")
+    p.add_argument("--s3-endpoint")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(func=cmd_assess)
+
     p = sub.add_parser("serve", help="run the online endpoint (Ray Serve) on this machine")
     p.add_argument("--model", default="bundled", help="checkpoint: a run folder (loads its best), a checkpoint "
                                                       "folder, or 'bundled', the model shipped with skinray (default)")
@@ -459,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_QUIET_COMMANDS = ("train", "tune", "enhance", "evaluate", "demo")  # the commands that may start Ray
+_QUIET_COMMANDS = ("train", "tune", "enhance", "evaluate", "demo", "assess")  # the commands that may start Ray
 
 
 def main(argv: Sequence[str] | None = None) -> int:
