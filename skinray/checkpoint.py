@@ -135,6 +135,15 @@ def _resolve(uri: str, s3: storage.S3Options | None) -> str:
     return uri
 
 
+def _build(config: Config) -> nn.Module:
+    """The model a saved config names: the enhancer, or a downstream model when ``model.task`` is set."""
+    if config.model.task:
+        from skinray.downstream import build_task_model  # it imports this module
+
+        return build_task_model(config.model)
+    return build_model(config.model)
+
+
 # skinray's own sentence for a weights file that only full unpickling could load (never PyTorch's
 # advice to re-run with weights_only=False, which would run the file's code).
 _REFUSED_PICKLE = ("{path}: refused: it holds Python objects beyond tensors, and loading it would run code; "
@@ -151,7 +160,7 @@ def load(uri: str | Path, device: str | torch.device = "cpu", s3: storage.S3Opti
         config.validate(("model",))  # ranges checked before anything is built (lut_bases=1e8: 51 GB)
     except SkinrayError as exc:
         raise CheckpointError(f"{uri}: saved config is invalid ({exc})") from None
-    model = build_model(config.model)
+    model = _build(config)
     try:
         state = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, MODEL_FILE), s3)),
                            map_location="cpu", weights_only=True)

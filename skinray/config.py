@@ -28,6 +28,7 @@ SKIPS = ("concat", "add", "none")
 ARCHS = ("poster", "context", "affine", "lut", "light")
 RESUME_MODES = ("auto", "force")
 SPLIT_BY = ("auto", "folder", "hash")  # data.split_by: how photos are split (skinray/ingest.py)
+TASKS = ("", "attributes", "segmentation")  # model.task: "" the enhancer, else a downstream model
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window, in pixels
 
 
@@ -222,6 +223,9 @@ class ModelConfig:
     lut_bases: int = 8  # lut: learned basis tables mixed per image
     curve_points: int = 32  # lut: samples of each per-channel 1-D curve
     thumbnail: int = 64  # lut: side of the whole-image thumbnail the colour head sees
+    # "" (default): the enhancer named by arch. attributes | segmentation: a downstream model
+    # (skinray/downstream.py: an attribute classifier, a lesion segmenter; width 0 = 16, dropout applies)
+    task: str = ""
 
     def __post_init__(self) -> None:
         if self.width is None:
@@ -247,6 +251,7 @@ class ModelConfig:
         _require(self.lut_bases >= 1, "model.lut_bases", f"must be >= 1, got {self.lut_bases}")
         _require(self.curve_points >= 2, "model.curve_points", f"must be >= 2, got {self.curve_points}")
         _require(self.thumbnail >= 32, "model.thumbnail", f"must be >= 32 pixels, got {self.thumbnail}")
+        _require(self.task in TASKS, "model.task", f"unknown {self.task!r}; choose from {TASKS}")
 
 
 # The poster's network (jobs/configs/poster.yaml): 4 conv layers, dropout 0.15, concat skips.
@@ -279,6 +284,11 @@ class TrainConfig:
     # continue the run). force: resume even if the data or degradations differ (a different model
     # cannot load the stored weights: use another name).
     resume: str = "auto"  # auto | force
+    # The poster's "classifier on top": task_weight x a consistency term of frozen downstream
+    # models (task_model: their checkpoints, comma-separated) between the enhanced degraded photo
+    # and the clean one, added to the enhancer's loss (skinray/downstream.py TaskLoss). 0 = off.
+    task_weight: float = 0.0
+    task_model: str = ""
 
     def validate(self) -> None:
         _require(bool(self.name) and "/" not in self.name, "train.name",
@@ -300,6 +310,10 @@ class TrainConfig:
                  f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
         _require(self.resume in RESUME_MODES, "train.resume",
                  f"unknown {self.resume!r}; choose from {RESUME_MODES}")
+        _require(self.task_weight >= 0, "train.task_weight", f"must be >= 0, got {self.task_weight}")
+        _require(self.task_weight == 0 or bool(self.task_model.strip(",")), "train.task_model",
+                 "must name a downstream checkpoint (skinray train --set model.task=...) when "
+                 "train.task_weight > 0")
 
 
 OUTPUT_FORMATS = ("same", "png", "jpeg")

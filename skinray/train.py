@@ -198,6 +198,15 @@ class _Worker:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     loss_fn: Any
+    task_loss: Any = None  # skinray.downstream.TaskLoss with train.task_weight > 0, else None
+
+
+def step_loss(model: torch.nn.Module, loss_fn, pred, target: torch.Tensor, ok: torch.Tensor,
+              task_loss=None) -> torch.Tensor:
+    """One training step's loss: the reconstruction loss, the model's regularization and, with
+    ``train.task_weight`` > 0, the frozen downstream models' term (:class:`skinray.downstream.TaskLoss`)."""
+    loss = _training_loss(loss_fn, pred, target, ok) + _regularization(model)
+    return loss + task_loss(pred, target, ok) if task_loss is not None else loss
 
 
 def _setup(cfg: Config) -> _Worker:
@@ -221,7 +230,9 @@ def _setup(cfg: Config) -> _Worker:
     loss_fn = make_loss(cfg.train.loss, cfg.train.ssim_weight)
     if rank == 0:
         _say(f"{world_size} worker(s) on {device}, {torch.get_num_threads()} torch threads each")
-    return _Worker(cfg, rank, world_size, device, fast, model, optimizer, loss_fn)
+    from skinray.downstream import load_task_loss  # it imports this module
+
+    return _Worker(cfg, rank, world_size, device, fast, model, optimizer, loss_fn, load_task_loss(cfg, device))
 
 
 def _resume(w: _Worker) -> tuple[int, list[dict[str, Any]]]:
@@ -252,7 +263,7 @@ def _train_epoch(w: _Worker, shard, sums: dict[str, float], bad_seen: set[str],
         x, y, ok = _to_tensors(batch, w.device, w.fast)
         with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=w.fast):
             pred = w.model(x)
-        loss = _training_loss(w.loss_fn, pred, y, ok) + _regularization(w.model)
+        loss = step_loss(w.model, w.loss_fn, pred, y, ok, w.task_loss)
         w.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         w.optimizer.step()
@@ -402,6 +413,10 @@ def prepare(cfg: Config) -> tuple[ingest.Manifest, storage.S3Options]:
     cfg.validate()
     s3 = storage.S3Options.from_config(cfg.storage)
     _check_init(cfg, s3)
+    if cfg.train.task_weight:
+        from skinray.downstream import check_task_models  # it imports this module
+
+        check_task_models(cfg, s3)
     manifest = ingest.load_or_build_manifest(cfg, s3)
     n_train, n_val = manifest.count("train"), manifest.count("val")
     if n_train == 0 or n_val == 0:
@@ -420,27 +435,31 @@ def prepare(cfg: Config) -> tuple[ingest.Manifest, storage.S3Options]:
 
 
 def make_trainer(cfg: Config, manifest: ingest.Manifest, s3: storage.S3Options, callbacks: Sequence = (),
-                 keep_best_by: tuple[str, str] = ("val_loss", "min")):
+                 keep_best_by: tuple[str, str] = ("val_loss", "min"), loop=None, datasets=None,
+                 extra_config: dict[str, Any] | None = None):
     """The Ray Train TorchTrainer of one run (Ray must be initialised). ``callbacks`` go to its
     RunConfig (the tuner passes Tune's report callback); ``keep_best_by`` (metric, min|max)
-    decides which ``train.keep`` checkpoints survive."""
+    decides which ``train.keep`` checkpoints survive. ``loop``, ``datasets`` and
+    ``extra_config`` (added to the loop's config): another job's (the downstream models',
+    :mod:`skinray.downstream`); by default the enhancer's loop on its pairs."""
     import ray.train
     from ray.data import DataContext
     from ray.train.torch import TorchTrainer
 
     DataContext.get_current().enable_progress_bars = False
-    datasets = data.pair_datasets(manifest, cfg, s3)
+    datasets = datasets if datasets is not None else data.pair_datasets(manifest, cfg, s3)
     fs, storage_path = storage.resolve(cfg.train.storage, s3)
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.gpu:
         resources["GPU"] = 1
     return TorchTrainer(
-        train_loop_per_worker,
+        loop or train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "fingerprint": manifest.fingerprint(),
                            "train_images": manifest.count("train") + (  # for the progress within an epoch
                                data.synthetic_slots(manifest.count("train"), cfg.data.synthetic_share)
                                if cfg.data.synthetic else 0),
-                           "progress_every_s": float(os.environ.get("SKINRAY_PROGRESS_EVERY_S", "30"))},
+                           "progress_every_s": float(os.environ.get("SKINRAY_PROGRESS_EVERY_S", "30")),
+                           **(extra_config or {})},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -456,10 +475,16 @@ def make_trainer(cfg: Config, manifest: ingest.Manifest, s3: storage.S3Options, 
 
 
 def fit(cfg: Config, ray_address: str | None = None) -> FitSummary:
-    """Validate the data, run Ray Train, export the best checkpoint to STORAGE/NAME/best."""
+    """Validate the data, run Ray Train, export the best checkpoint to STORAGE/NAME/best. A
+    downstream model (``model.task``) is trained by :func:`skinray.downstream.fit`."""
     import ray.train
 
     from skinray.runtime import init_ray
+
+    if cfg.model.task:
+        from skinray import downstream
+
+        return downstream.fit(cfg, ray_address)
 
     manifest, s3 = prepare(cfg)
     check_resume(cfg, manifest, s3)  # before Ray starts
