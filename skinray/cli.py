@@ -107,9 +107,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # validated before any Ray work starts
     summary = fit(cfg, ray_address=args.ray_address)
     m = summary.best_metrics
-    print(f"[skinray] best epoch {m['epoch'] + 1}: val_loss={m['val_loss']:.4f} val_psnr={m['val_psnr']:.2f}dB "
-          f"(degraded input {m['val_psnr_input']:.2f}) val_ssim={m['val_ssim']:.4f} "
-          f"(degraded input {m['val_ssim_input']:.4f})")
+    if cfg.model.task:  # a downstream model (skinray/downstream.py)
+        from skinray.downstream import summary_line
+
+        print(f"[skinray] {summary_line(m)}")
+    else:
+            print(f"[skinray] best epoch {m['epoch'] + 1}: val_loss={m['val_loss']:.4f} val_psnr={m['val_psnr']:.2f}dB "
+              f"(degraded input {m['val_psnr_input']:.2f}) val_ssim={m['val_ssim']:.4f} "
+              f"(degraded input {m['val_ssim_input']:.4f})")
     if summary.skipped_files:
         print(f"[skinray] {len(summary.skipped_files)} unreadable files were skipped")
     print(f"[skinray] checkpoints: {summary.run_uri}")
@@ -306,6 +311,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from skinray import evaluate, storage
 
+    if args.task_model:  # downstream tasks: does enhancement help diagnosis? (skinray/downstream_eval.py)
+        return _evaluate_downstream(args)
     metrics = evaluate.run(args.model, args.data, args.out, size=args.size, limit=args.limit, split=args.split,
                            seed=args.seed, photos=args.photos, s3=storage.S3Options.from_env(args.s3_endpoint),
                            degrade_preset=args.degrade, device=args.device, precision=args.precision,
@@ -319,6 +326,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for line in evaluate.harm.printed_lines(metrics["real"]):  # good photos as they are, and re-lit
         print(line)
     print(f"[skinray] report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _evaluate_downstream(args: argparse.Namespace) -> int:
+    from skinray import downstream_eval, storage
+
+    metrics = downstream_eval.run(args.task_model, args.model, args.data, args.out, size=args.size, limit=args.limit,
+                                  split=args.split, seed=args.seed, bootstrap=args.bootstrap,
+                                  s3=storage.S3Options.from_env(args.s3_endpoint), masks=args.masks,
+                                  attributes=args.attributes, device=args.device, precision=args.precision)
+    for line in downstream_eval.printed_lines(metrics):
+        print(line)
+    print(f"[skinray] report: {Path(args.out) / 'downstream.md'}")
     return 0
 
 
@@ -479,6 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degrade", default="default", choices=("default", "poster"),
                    help="degradations: default (DegradeConfig) or poster (the poster's own)")
     p.add_argument("--photos", help="folder of photos without ground truth for a before/after figure")
+    p.add_argument("--task-model", action="append", help="a downstream model (skinray train --set "
+                   "model.task=attributes or segmentation; repeatable): score it on clean, re-lit and enhanced "
+                   "photos instead (--model: the enhancers; docs/models.md#downstream-tasks)")
+    p.add_argument("--attributes", help="with --task-model: attribute file (lines 'ISIC_0000000 00010') when "
+                                        "--data is a folder")
+    p.add_argument("--bootstrap", type=int, default=1000, help="with --task-model: bootstrap resamples of the "
+                                                               "intervals (default 1000)")
     p.add_argument("--device", type=str.lower, choices=DEVICES, default="cpu",
                    help="where the models run; auto: cuda, else mps, else cpu")
     p.add_argument("--precision", type=str.lower, choices=PRECISIONS, default="auto", help=_PRECISION_HELP)
