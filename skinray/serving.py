@@ -29,7 +29,6 @@ import os
 import threading
 import time
 import typing
-import uuid
 from importlib import resources
 from typing import Literal, Optional
 
@@ -44,7 +43,14 @@ from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skinray import images
-from skinray.archive_jobs import JOB_TAG, job_client, job_entrypoint, job_view
+from skinray.archive_jobs import (
+    JOB_TAG,
+    job_client,
+    job_entrypoint,
+    job_view,
+    new_job_id,
+    valid_job_id,
+)
 from skinray.config import MAX_PIXELS, PRECISIONS, EnhanceConfig
 from skinray.errors import EnhanceStopped, ImageDecodeError, SkinrayError
 
@@ -152,6 +158,12 @@ async def _json_errors(request: Request, exc: StarletteHTTPException) -> JSONRes
     """Every error, unknown routes included, as {"error": message, "status": code}."""
     return JSONResponse({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _json_internal_errors(request: Request, exc: Exception) -> JSONResponse:
+    """Anything unforeseen is a JSON 500 too, never Starlette's plain text."""
+    return JSONResponse({"error": f"internal error ({type(exc).__name__})", "status": 500}, status_code=500)
 
 
 @api.exception_handler(RequestValidationError)
@@ -493,17 +505,20 @@ class EnhanceService:
         cfg = EnhanceConfig(model=self.enhancer.loaded.uri, **job.model_dump())
         try:
             cfg.validate()
-            paths.check_job(cfg.input, cfg.output, roots, cfg.overwrite)  # the job checks again where it runs
+            _, dst = paths.check_job(cfg.input, cfg.output, roots, cfg.overwrite)  # the job checks again
         except paths.OverlapError as exc:
             raise _error(422, str(exc)) from None
         except paths.PathPolicyError as exc:
             raise _error(403, str(exc)) from None
         except SkinrayError as exc:
             raise _error(422, str(exc)) from None
-        job_id = f"skinray-batch-{uuid.uuid4().hex[:16]}"
-        metadata = {"skinray": JOB_TAG, "app": self._app, "input": cfg.input, "output": cfg.output}
-        entrypoint = job_entrypoint(cfg, roots, self.args.s3_endpoint)
         client = await self._jobs()
+        await self._refuse_overlapping(client, dst)
+        job_id = new_job_id()
+        # resolved_output: where GET reads the job's progress (the output as resolved now)
+        metadata = {"skinray": JOB_TAG, "app": self._app, "input": cfg.input, "output": cfg.output,
+                    "resolved_output": dst.uri}
+        entrypoint = job_entrypoint(cfg, roots, self.args.s3_endpoint)
         deadline = time.monotonic() + 60
         while True:  # a cluster just started may not have its job agent yet
             try:
@@ -528,11 +543,32 @@ class EnhanceService:
                              {"Retry-After": "10"}) from None
         return self._job_client
 
+    def _app_jobs(self, infos) -> list:
+        return [info for info in infos if (info.metadata or {}).get("skinray") == JOB_TAG
+                and (info.metadata or {}).get("app") == self._app]
+
+    async def _refuse_overlapping(self, client, dst) -> None:
+        """409 if a job of this endpoint that has not ended writes to, into or around ``dst``:
+        two jobs on one output would replace each other's outputs and report."""
+        from skinray import paths
+
+        for info in self._app_jobs(await asyncio.to_thread(client.list_jobs)):
+            other = (info.metadata or {}).get("resolved_output")
+            if other and not info.status.is_terminal() and paths.overlapping(paths.parse(other), dst):
+                raise _error(409, f"archive job {info.submission_id} ({info.status.value}) writes to "
+                                  f"{(info.metadata or {}).get('output')!r}, which overlaps this output: wait for "
+                                  f"it to end or choose another output")
+
     async def _own_job(self, job_id: str):
-        """(client, JobInfo) of one of this endpoint's jobs, else 404."""
+        """(client, JobInfo) of one of this endpoint's jobs, else 404 (an id of another shape
+        never reaches the job manager; one that does is quoted on its way)."""
+        from urllib.parse import quote
+
+        if not valid_job_id(job_id):
+            raise _error(404, f"no archive job {job_id[:100]!r}: ids look like skinray-batch-<16 hex digits>")
         client = await self._jobs()
         try:
-            info = await asyncio.to_thread(client.get_job_info, job_id)
+            info = await asyncio.to_thread(client.get_job_info, quote(job_id, safe=""))
         except RuntimeError:  # Ray's 404 for an unknown submission id
             info = None
         meta = (info.metadata or {}) if info is not None else {}
@@ -552,8 +588,8 @@ class EnhanceService:
         client, info = await self._own_job(job_id)
         if info.status.is_terminal():
             raise _error(409, f"archive job {job_id!r} already ended ({info.status.value})")
-        await asyncio.to_thread(client.stop_job, job_id)
-        info = await asyncio.to_thread(client.get_job_info, job_id)
+        await asyncio.to_thread(client.stop_job, info.submission_id)
+        info = await asyncio.to_thread(client.get_job_info, info.submission_id)
         return JSONResponse(await asyncio.to_thread(job_view, client, info, self.args.s3_endpoint),
                             status_code=202)
 
@@ -561,8 +597,7 @@ class EnhanceService:
     async def batch_list(self, request: Request) -> dict:
         self._authorize(request)
         client = await self._jobs()
-        jobs = [info for info in await asyncio.to_thread(client.list_jobs)
-                if (info.metadata or {}).get("skinray") == JOB_TAG and (info.metadata or {}).get("app") == self._app]
+        jobs = self._app_jobs(await asyncio.to_thread(client.list_jobs))
         jobs.sort(key=lambda info: info.start_time or 0)
         return {"jobs": [await asyncio.to_thread(job_view, client, info, self.args.s3_endpoint) for info in jobs]}
 

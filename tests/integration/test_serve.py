@@ -671,3 +671,40 @@ def test_icc_description_never_reaches_a_header_unfiltered(endpoint):
         colour = r.headers["x-skinray-colour"]
         assert colour.isascii() and colour.isprintable() and len(colour) <= 200, colour[:300]
         assert (expect in colour) if expect else colour.endswith("..."), colour
+
+
+def test_job_state_cannot_be_spoofed(endpoint, tmp_path, tmp_path_factory):
+    """Items 5-7: a progress.json of the wrong shape made POST /v1/batch a plain-text 500 after
+    submitting the job; a symlinked one echoed a file outside the roots; ids with '?' or '#'
+    reached Ray's REST API unquoted; two jobs on one output replaced each other's report."""
+    client, _ = endpoint
+    synth.write_dataset(str(tmp_path / "in"), count=2, size=32, seed=1)
+    secret = tmp_path_factory.mktemp("outside") / "secret.json"
+    secret.write_text('{"started": 1e12, "total": 4242, "counts": {"ok": 7}, "manifest_uri": "SECRET"}')
+    linked, shaped = tmp_path / "linked", tmp_path / "shaped"
+    (linked / "_skinray").mkdir(parents=True)
+    (linked / "_skinray" / "progress.json").symlink_to(secret)
+    (shaped / "_skinray").mkdir(parents=True)
+    (shaped / "_skinray" / "progress.json").write_text('{"started": "x"}')
+    jobs = []
+    try:
+        for out, words in ((linked, "symbolic link"), (shaped, "'started' missing or of the wrong type")):
+            r = client.post("/v1/batch", json={"input": str(tmp_path / "in"), "output": str(out)})
+            assert r.status_code == 202, r.text
+            job = r.json()
+            jobs.append(job["id"])
+            assert job["total"] is None and "SECRET" not in r.text, job
+            assert words in job["report_error"], job
+        # A second job on (or inside) a running job's output is refused.
+        r = client.post("/v1/batch", json={"input": str(tmp_path / "in"), "output": str(linked / "sub")})
+        assert r.status_code == 409 and jobs[0] in r.json()["error"], r.text
+        # Ids: only the shape skinray issues; anything else is a JSON 404 before Ray is asked.
+        for path in (f"/v1/batch/{jobs[0]}%3Fa=b", f"/v1/batch/{jobs[0]}%23x", "/v1/batch/..%2F..%2Fapi"):
+            for method in ("GET", "DELETE"):
+                r = client.request(method, path)
+                assert r.status_code == 404 and r.json()["status"] == 404, (method, path, r.text)
+    finally:
+        for job_id in jobs:
+            client.delete(f"/v1/batch/{job_id}")
+    for job_id in jobs:
+        assert _wait_job(client, job_id, timeout=120)["state"] in ("STOPPED", "SUCCEEDED", "FAILED")
