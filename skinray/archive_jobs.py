@@ -6,6 +6,11 @@ dashboard), and how a job looks through the API. The job itself is :mod:`skinray
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
+import os
+import re
+import stat
 from typing import Optional
 
 import ray
@@ -16,6 +21,74 @@ from skinray.errors import SkinrayError
 
 JOB_TAG = "skinray-batch"  # metadata["skinray"] of the jobs an endpoint submits
 JOB_STATES = ("PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED")  # Ray's JobStatus names
+JOB_ID = re.compile(r"skinray-batch-[0-9a-f]{16}")  # the ids the endpoint issues (new_job_id)
+PROGRESS_MAX_BYTES = 64 * 1024  # a progress report is a few hundred bytes
+
+
+def new_job_id() -> str:
+    import uuid
+
+    return f"skinray-batch-{uuid.uuid4().hex[:16]}"
+
+
+def valid_job_id(job_id: str) -> bool:
+    return bool(JOB_ID.fullmatch(job_id))
+
+
+class BadReport(ValueError):
+    """A job's progress report that is not one skinray wrote (shape, size, a link)."""
+
+
+def _counts(value) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+            k in archive.STATUSES and type(v) is int and v >= 0 for k, v in value.items()):
+        raise BadReport(f"counts must map {', '.join(archive.STATUSES)} to counts")
+    return value
+
+
+def parse_progress(data: bytes) -> dict:
+    """A progress report (archive.ProgressReport's JSON) checked against its schema: numbers
+    where numbers go, known statuses only; :class:`BadReport` otherwise."""
+    if len(data) > PROGRESS_MAX_BYTES:
+        raise BadReport(f"{len(data)} bytes, over {PROGRESS_MAX_BYTES}")
+    try:
+        report = json.loads(data)
+    except ValueError as exc:
+        raise BadReport(f"not JSON ({exc})") from None
+    if not isinstance(report, dict):
+        raise BadReport("not a JSON object")
+    for key, kinds in (("started", (int, float)), ("total", (int,)), ("manifest_uri", (str,))):
+        if type(report.get(key)) not in kinds or (key == "total" and report[key] < 0):
+            raise BadReport(f"{key!r} missing or of the wrong type")
+    return {"started": float(report["started"]), "total": report["total"], "counts": _counts(report.get("counts")),
+            "manifest_uri": report["manifest_uri"][:2000]}
+
+
+def read_progress(output: str, s3_endpoint: Optional[str]) -> bytes:
+    """The bytes of OUTPUT/_skinray/progress.json. Local: ``output`` is the path resolved when
+    the job was submitted; neither the report folder nor the file may be a symlink (the file's
+    content would be another file's), and the file must be a regular one of bounded size."""
+    if storage.is_s3(output):
+        return storage.read_bytes(storage.join(output, archive.REPORT_DIR, archive.PROGRESS_FILE),
+                                  storage.S3Options.from_env(s3_endpoint))
+    path = os.path.join(output, archive.REPORT_DIR, archive.PROGRESS_FILE)
+    dfd = os.open(output, os.O_RDONLY | os.O_DIRECTORY)  # missing: not started yet (OSError)
+    try:  # the output as resolved at submission; below it no link is followed
+        rfd = os.open(archive.REPORT_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
+        try:
+            fd = os.open(archive.PROGRESS_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=rfd)
+        finally:
+            os.close(rfd)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        raise BadReport(f"{path}: a symbolic link or not a regular file ({exc.strerror})") from None
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise BadReport(f"{path}: not a regular file")
+        return handle.read(PROGRESS_MAX_BYTES + 1)
 
 
 def job_client():
@@ -63,24 +136,26 @@ def _job_error(client, job_id: str, info) -> str:
 
 def job_view(client, info, s3_endpoint: Optional[str]) -> dict:
     """A job as the API shows it: Ray's status, the counts of the job's own progress report
-    (OUTPUT/_skinray/progress.json; done = ok + skipped-existing), the manifest when finished."""
-    import json
-
+    (OUTPUT/_skinray/progress.json, read from the output resolved at submission, checked
+    against its schema; done = ok + skipped-existing), the manifest when finished. A report
+    that is not skinray's is named in ``report_error``, never trusted."""
     meta = info.metadata or {}
     state = info.status.value if hasattr(info.status, "value") else str(info.status)
     job = {"id": info.submission_id, "state": state, "input": meta.get("input"), "output": meta.get("output"),
            "counts": {}, "total": None, "done": 0, "failed": 0, "error": None, "manifest_uri": None,
+           "report_error": None,
            "created": (info.start_time or 0) / 1000 or None, "finished": (info.end_time or 0) / 1000 or None}
     try:
-        uri = storage.join(meta.get("output", ""), archive.REPORT_DIR, archive.PROGRESS_FILE)
-        report = json.loads(storage.read_bytes(uri, storage.S3Options.from_env(s3_endpoint)))
-        if job["created"] is None or report.get("started", 0) >= job["created"] - 5:  # not an earlier run's
-            counts = report.get("counts") or {}
-            job.update(counts=counts, total=report.get("total"),
+        report = parse_progress(read_progress(meta.get("resolved_output") or meta.get("output", ""), s3_endpoint))
+        if job["created"] is None or report["started"] >= job["created"] - 5:  # not an earlier run's
+            counts = report["counts"]
+            job.update(counts=counts, total=report["total"],
                        done=counts.get("ok", 0) + counts.get("skipped-existing", 0),
                        failed=counts.get("failed", 0) + counts.get("not-image", 0))
             if state == "SUCCEEDED":
-                job["manifest_uri"] = report.get("manifest_uri")
+                job["manifest_uri"] = report["manifest_uri"]
+    except BadReport as exc:
+        job["report_error"] = f"{archive.REPORT_DIR}/{archive.PROGRESS_FILE} is not a skinray progress report: {exc}"
     except (SkinrayError, OSError, ValueError):
         pass  # not started yet, or the output is not readable from this replica
     if state == "FAILED":
