@@ -9,11 +9,13 @@ reach the terminal. ``-v`` / ``--verbose`` leaves Ray as it is.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 
 SKINRAY_MARK = "[skinray] "  # what a worker prints for the user starts with this
@@ -104,7 +106,7 @@ def _route_worker_lines(data: dict) -> None:
         return
     who = data.get("actor_name") or data.get("task_name") or ""
     prefix = f"({who} pid={data.get('pid')}{', ip=' + str(data['ip']) if data.get('ip') else ''}) "
-    sink = sys.stderr if data.get("is_err") else sys.stdout
+    sink = sys.stderr if data.get("is_err") else getattr(sys.stdout, "terminal", sys.stdout)
     log, handler = _open_log(), _quiet["handler"]
     handler.acquire()  # the file is shared with the logging handler
     try:
@@ -117,6 +119,50 @@ def _route_worker_lines(data: dict) -> None:
                 print(line[at:], file=sink, flush=True)
     finally:
         handler.release()
+
+
+class _MarkedLinesOnly(io.TextIOBase):
+    """This process's stdout while Ray code in it prints for itself (Ray Tune's configuration
+    table and trial status): a line with ``[skinray] `` in it goes to the terminal, from that
+    mark on; any other line to the log file."""
+
+    def __init__(self, terminal) -> None:
+        super().__init__()
+        self.terminal, self._pending, self._lock = terminal, "", threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._pending = (self._pending + text).split("\n")
+            for line in lines:
+                at = line.find(SKINRAY_MARK)
+                if at >= 0:
+                    print(line[at:], file=self.terminal, flush=True)
+                else:
+                    _open_log().write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.terminal.flush()
+
+
+@contextlib.contextmanager
+def ray_prints_to_log():
+    """Within this context (quiet commands only), what this process prints goes to the log file
+    except skinray's own lines: around Ray code that prints to stdout itself (``Tuner.fit``)."""
+    if not is_quiet():
+        yield
+        return
+    sys.stdout.flush()
+    saved = sys.stdout
+    sys.stdout = _MarkedLinesOnly(saved)
+    try:
+        yield
+    finally:
+        sys.stdout.write("\n")  # the last partial line, if any
+        sys.stdout = saved
 
 
 @contextlib.contextmanager
@@ -143,6 +189,7 @@ def _quiet_before_init() -> None:
 
 def _quiet_after_init() -> None:
     import ray.data
+    from ray._private import worker as ray_worker
     from ray._private.ray_logging import global_worker_stdstream_dispatcher
 
     _quiet["started"] = True
@@ -151,6 +198,11 @@ def _quiet_after_init() -> None:
     global_worker_stdstream_dispatcher.remove_handler("skinray_logs")
     global_worker_stdstream_dispatcher.add_handler("skinray_logs", _route_worker_lines)
     _quiet["restore"].append(lambda: global_worker_stdstream_dispatcher.remove_handler("skinray_logs"))
+    # The raylet's error messages to this driver ("(raylet) Task ServeController.graceful_shutdown
+    # failed ..." when Serve shuts down) are printed by another thread through this function.
+    saved_printer = ray_worker.print_to_stdstream
+    ray_worker.print_to_stdstream = lambda data, ignore_prefix=False: _route_worker_lines(data)
+    _quiet["restore"].append(lambda: setattr(ray_worker, "print_to_stdstream", saved_printer))
     # Ray Data: no progress bars, no "Execution plan" lines (datasets built from now on copy the
     # context, also those that Ray Train runs in its own actors)
     ctx = ray.data.DataContext.get_current()

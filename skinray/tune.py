@@ -66,19 +66,36 @@ def _trial(params: dict[str, Any], base: dict[str, Any], manifest, s3) -> None:
 
 def run(cfg: Config, trials: int, grace: int = 2, concurrent: int = 1,
         ray_address: str | None = None) -> TuneSummary:
-    from skinray.runtime import init_ray
+    from skinray.runtime import init_ray, ray_prints_to_log
     from skinray.train import prepare
 
     if trials < 1 or concurrent < 1 or grace < 1:
         raise SkinrayError(f"tune: need --trials, --concurrent and --grace >= 1, "
                            f"got {trials}, {concurrent}, {grace}")
+    cfg = absolute_paths(cfg)
     manifest, s3 = prepare(cfg)
     init_ray(ray_address)
-    results = _tuner(cfg, trials, grace, concurrent, manifest, s3).fit()
+    with ray_prints_to_log():  # Tune prints its configuration table itself, whatever its verbosity
+        results = _tuner(cfg, trials, grace, concurrent, manifest, s3).fit()
     rows = _collect_trials(results)
     run_uri = storage.join(cfg.train.storage, cfg.train.name)
     done = _finished(rows, run_uri, s3)
     return _write_best(done, rows, run_uri, s3)
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """The config with its local paths (storage, data, synthetic photos, init checkpoint) made
+    absolute against this process's working directory, before Ray starts: each trial runs in a
+    working directory of its own (Tune's), where ``runs`` would name another folder."""
+    from skinray import paths
+
+    changes = {}
+    for key in ("train.storage", "data.source", "data.synthetic", "train.init"):
+        section, field = key.split(".")
+        value = getattr(getattr(cfg, section), field, None)
+        if value and value != checkpoint.BUNDLED and paths.parse(value).kind == "local":
+            changes[key] = paths.parse(value).path
+    return cfg.replace(changes) if changes else cfg
 
 
 def _tuner(cfg: Config, trials: int, grace: int, concurrent: int, manifest, s3):
