@@ -290,14 +290,12 @@ def _kept_exif(exif: Image.Exif) -> tuple[bytes | None, str]:
 
 def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = IMAGE_FORMATS,
                  limits: DecodeLimits = DEFAULT_LIMITS) -> Decoded:
-    """Image bytes -> :class:`Decoded`: upright sRGB ``(H, W, 3)`` ``uint8`` pixels, what was
-    done to their colours, and the EXIF to keep.
+    """Image bytes -> :class:`Decoded`: upright sRGB (H, W, 3) uint8, colour notes, EXIF to keep.
 
     Raises :class:`ImageDecodeError` (with a reason) for empty, truncated or non-image bytes,
-    :class:`UnsupportedFormatError` for formats outside ``formats`` and
-    :class:`ImageTooLargeError` for images over ``max_pixels``, checked from the header before
-    pixels are decoded, and :class:`ImageLimitError` for files whose scans, strips, tiles,
-    chunks or frames exceed ``limits``, checked on the bytes before any decoder runs.
+    :class:`UnsupportedFormatError` for formats outside ``formats``, :class:`ImageTooLargeError`
+    over ``max_pixels`` (from the header) and :class:`ImageLimitError` over ``limits`` (scans,
+    strips, chunks, frames: on the bytes), both before any pixel is decoded.
     Multi-frame files (TIFF pages, animated PNG/WebP, MPO JPEGs) give their first frame, whose
     size is the one checked. Peak memory is about the decoded image in its own mode plus the
     RGB result (e.g. 2 + 3 bytes per pixel for 16-bit gray, 4 + 3 for RGBA); the conversion to
