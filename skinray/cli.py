@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_QUIET_COMMANDS = ("train", "tune", "enhance", "evaluate", "demo", "assess")  # the commands that may start Ray
+_QUIET_COMMANDS = ("train", "tune", "enhance", "evaluate", "demo", "serve", "assess")  # the commands that may start Ray
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -415,6 +416,7 @@ def test_skinray_serve_command(endpoint, free_port, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.pop("SKINRAY_API_KEY", None)
+    env["SKINRAY_LOG_DIR"] = str(tmp_path / "logs")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "skinray"), "serve", "--model", str(model_dir),
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=tmp_path)
@@ -428,6 +430,8 @@ def test_skinray_serve_command(endpoint, free_port, tmp_path):
             time.sleep(0.5)
         ready = f"http://127.0.0.1:{port}/ (CPU per replica"
         assert any(ready in x for x in lines), f"not ready: {proc.poll()} {lines[-20:]}"
+        # Quiet like the other commands: a few lines of its own, Serve's start-up in the log file.
+        assert len([x for x in lines if "[skinray] serving" not in x]) < 10, lines
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).status_code == 200
         r = httpx.post(f"http://127.0.0.1:{port}/v1/enhance", content=_jpeg(synth.skin_image(0, 7, 40)),
                        headers={"Content-Type": "image/jpeg"}, timeout=60)
@@ -443,6 +447,11 @@ def test_skinray_serve_command(endpoint, free_port, tmp_path):
     out = "".join(lines)
     assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
     assert "[skinray] stopping the endpoint" in out
+    assert all(line.startswith("[skinray] ") for line in out.splitlines()), out[-3000:]
+    assert re.search(r"^\[skinray\] Ray dashboard and its Jobs API \(the archive jobs\): http://127\.0\.0\.1:\d+$",
+                     out, re.M), out
+    log = next((tmp_path / "logs").glob("skinray-serve-*.log")).read_text()
+    assert "ServeController" in log and "Application 'skinray'" in log, log[-3000:]
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
 
