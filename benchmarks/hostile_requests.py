@@ -14,6 +14,14 @@ The replica's resident memory is sampled every 20 ms from /proc (its process tit
 value before the scenario. Prints one line per scenario and writes
 ``benchmarks/results/hostile_requests-LABEL-<time>-<pid>.json`` (``--out``: another folder).
 
+Issue 23 (``--files``, ``--slow N``; ``--only-issue23`` skips 1-3):
+  4. ``files``: small hostile files built here (a progressive JPEG of many scans, a TIFF of one
+     strip per pixel, a PNG of one-byte IDATs, a zTXt bomb, animated PNG/WebP of many frames):
+     status, seconds, the replica's CPU seconds and peak memory for each;
+  5. ``slow``: N clients sending one byte every --slow-every seconds of a declared 1 MB body,
+     and one normal client posting a 256x256 JPEG meanwhile: the slow ones' statuses and answer
+     times, the normal client's p50/p95 against its idle p50, and the status codes.
+
 The model is an untrained poster network of --width channels (default 8: compute is not what is
 measured here, and the machine is shared); --model takes a checkpoint instead. ``--set`` passes
 application arguments (e.g. ``max_pixels=50000000`` to admit the 49-Mpx image past the default).
@@ -126,6 +134,115 @@ def post(url: str, body: bytes, content_type: str, timeout: float) -> dict:
     return {"status": code, "seconds": round(time.perf_counter() - started, 2), "error": detail[:200]}
 
 
+def replica_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def hostile_files() -> dict[str, tuple[bytes, str]]:
+    """Small files hitting each structure limit (issue 23 items 2-3): name -> (bytes, type)."""
+    import struct
+    import zlib
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (64, 64, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(noise[:8, :8]).save(out, format="JPEG", progressive=True)
+    jpeg = out.getvalue()
+    first, end = jpeg.index(b"\xff\xda"), jpeg.rindex(b"\xff\xd9")
+    scans = jpeg[:first] + jpeg[first:end] * 4000 + b"\xff\xd9"  # ~40,000 scans
+    n = 70_000  # a 1 x 70000 gray TIFF, one strip per row
+    tags = [(256, 4, 1, 1), (257, 4, 1, n), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, n, 0),
+            (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, n, 0)]
+    at = 8 + 2 + 12 * len(tags) + 4
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHII", t, k, c, {273: at, 279: at + 4 * n}.get(t, v)) if k == 4 else
+        struct.pack("<HHIHH", t, k, c, v, 0) for t, k, c, v in tags) + b"\0\0\0\0"
+    tiff = (b"II*\x00" + struct.pack("<I", 8) + ifd + (at + 8 * n + np.arange(n, dtype="<u4")).astype("<u4").tobytes()
+            + np.ones(n, "<u4").tobytes() + bytes(n))
+    raw = zlib.compress(b"".join(b"\x00" + row.tobytes() for row in noise))
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
+    sig, iend = b"\x89PNG\r\n\x1a\n", _chunk(b"IEND", b"")
+    chunks = sig + ihdr + b"".join(_chunk(b"IDAT", raw[i:i + 1]) for i in range(len(raw))) + iend
+    ztxt = sig + ihdr + _chunk(b"zTXt", b"c\x00\x00" + zlib.compress(b"\0" * (64 << 20), 9)) + _chunk(
+        b"IDAT", raw) + iend
+    frames = [Image.fromarray(np.roll(noise, i, 0)) for i in range(300)]
+    animated = {}
+    for fmt in ("PNG", "WEBP"):
+        buf = io.BytesIO()
+        frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:])
+        animated[fmt] = buf.getvalue()
+    return {"jpeg_40000_scans": (scans, "image/jpeg"), "tiff_70000_strips": (tiff, "image/tiff"),
+            "png_one_byte_idats": (chunks, "image/png"), "png_ztxt_64mb": (ztxt, "image/png"),
+            "apng_300_frames": (animated["PNG"], "image/png"), "webp_300_frames": (animated["WEBP"], "image/webp")}
+
+
+def run_files(url: str, pid: int) -> dict:
+    rows = {}
+    for name, (body, content_type) in hostile_files().items():
+        cpu = replica_cpu_s(pid)
+        with Sampler(pid) as s:
+            r = post(url, body, content_type, 120)
+        rows[name] = {"body_kb": len(body) // 1024, **r, "replica_cpu_s": round(replica_cpu_s(pid) - cpu, 2),
+                      "base_mb": round(s.base), "peak_mb": round(s.peak)}
+    return rows
+
+
+def _trickle(port: int, every_s: float, out: list) -> None:
+    started = time.monotonic()
+    reply = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=600) as sock:
+            sock.sendall(b"POST /v1/enhance HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: 1000000\r\n\r\n")
+            sock.settimeout(every_s)
+            while b"\r\n\r\n" not in reply and time.monotonic() - started < 600:
+                try:
+                    sock.sendall(b"x")
+                    reply += sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+    except OSError:
+        pass
+    status = reply.split(b" ", 2)[1].decode() if reply.count(b" ") >= 2 else "none"
+    out.append((status, round(time.monotonic() - started, 1)))
+
+
+def run_slow(url: str, port: int, clients: int, every_s: float, seconds: float) -> dict:
+    body = photo_jpeg(256)
+    idle = [post(url, body, "image/jpeg", 60)["seconds"] for _ in range(20)]
+    slow: list = []
+    threads = [threading.Thread(target=_trickle, args=(port, every_s, slow), daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    normal, started = [], time.monotonic()
+    while time.monotonic() - started < seconds:
+        normal.append(post(url, body, "image/jpeg", 60))
+        time.sleep(0.2)
+    for t in threads:
+        t.join(120)
+    ok = [r["seconds"] for r in normal if r["status"] == 200]
+    codes: dict = {}
+    for r in normal:
+        codes[str(r["status"])] = codes.get(str(r["status"]), 0) + 1
+    slow_codes: dict = {}
+    for status, _ in slow:
+        slow_codes[status] = slow_codes.get(status, 0) + 1
+    return {"clients": clients, "every_s": every_s, "idle_p50_s": round(float(np.median(idle)), 3),
+            "normal_p50_s": round(float(np.percentile(ok, 50)), 3) if ok else None,
+            "normal_p95_s": round(float(np.percentile(ok, 95)), 3) if ok else None, "normal_codes": codes,
+            "slow_codes": slow_codes, "slow_answer_max_s": max((t for _, t in slow), default=None)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", default="current")
@@ -135,6 +252,11 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=6)
     parser.add_argument("--set", action="append", default=[], metavar="ARG=VALUE")
     parser.add_argument("--out", help="folder for the JSON result (default benchmarks/results/)")
+    parser.add_argument("--files", action="store_true", help="issue 23: the hostile files")
+    parser.add_argument("--slow", type=int, default=0, help="issue 23: this many slow clients")
+    parser.add_argument("--slow-every", type=float, default=5.0)
+    parser.add_argument("--slow-seconds", type=float, default=60.0, help="how long the normal client runs")
+    parser.add_argument("--only-issue23", action="store_true", help="skip scenarios 1-3")
     args = parser.parse_args()
 
     import ray
@@ -159,9 +281,10 @@ def main() -> None:
         app_args[key] = json.loads(value) if value[:1] in "[{0123456789tfn-" else value
     app_args = AppArgs(**app_args).model_dump()
 
-    bodies = {"one": gradient_png(args.size, 0),
-              "sixteen": [gradient_png(args.size, i, sixteen=True) for i in range(args.concurrent)],
-              "photo": photo_jpeg(2000)}
+    bodies = {} if args.only_issue23 else {
+        "one": gradient_png(args.size, 0),
+        "sixteen": [gradient_png(args.size, i, sixteen=True) for i in range(args.concurrent)],
+        "photo": photo_jpeg(2000)}
     init_ray()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -173,7 +296,19 @@ def main() -> None:
     warm = post(url, photo_jpeg(256), "image/jpeg", 120)
     assert warm["status"] == 200, warm
     results: dict = {}
+    if args.files:
+        results["files"] = run_files(url, pid)
+    if args.slow:
+        results["slow"] = run_slow(url, port, args.slow, args.slow_every, args.slow_seconds)
+    if not args.only_issue23:
+        classic(url, pid, args, bodies, results)
+    serve.shutdown()
+    ray.shutdown()
+    report(args, skinray, model, app_args, results)
 
+
+def classic(url: str, pid: int, args, bodies: dict, results: dict) -> None:
+    """Scenarios 1-3 (issue 15)."""
     with Sampler(pid) as s:
         r = post(url, bodies["one"], "image/png", 900)
     results["one_png"] = {"body_kb": len(bodies["one"]) // 1024, **r, "base_mb": round(s.base),
@@ -203,8 +338,8 @@ def main() -> None:
                              "photo_2000_after_s": after["seconds"], "photo_status": after["status"],
                              "base_mb": round(s.base), "peak_mb": round(s.peak)}
 
-    serve.shutdown()
-    ray.shutdown()
+
+def report(args, skinray, model: str, app_args: dict, results: dict) -> None:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(skinray.__file__).parent).stdout.strip()

@@ -9,7 +9,8 @@ each: with request batching (max_batch_size 8) and without (max_batch_size 1). A
   1. one request at a time (``--sequential``), alternating with direct ``Enhancer`` calls on the
      same photo in this process, on one thread like the replica (alternating, so machine noise
      hits both alike) -> Serve overhead = endpoint p50 - Enhancer p50 (and minus
-     decode+encode as well); also client latency - the replica's own Server-Timing per request
+     decode+encode as well; "endpoint added p50": the median of the pairs' differences, endpoint
+     minus in-process decode+enhance+encode); also client latency - the replica's own Server-Timing per request
      (the proxy + HTTP + routing share alone);
   2. ``--clients`` concurrent clients sending ``--requests`` in all: p50/p95/p99 latency, req/s
      and the status codes, for both deployments.
@@ -152,6 +153,9 @@ def main() -> None:
         print(f"[{name}] {a.clients} clients x {a.requests} requests: p50 {pct(lat, 50):.0f} ms, "
               f"p95 {pct(lat, 95):.0f} ms, p99 {pct(lat, 99):.0f} ms, {len(lat) / wall:.1f} req/s; "
               f"codes {dict(codes)}")
+        added = float(np.median(np.asarray(seq) - np.asarray(direct_full))) * 1000.0
+        print(f"[{name}] endpoint added p50 {added:.1f} ms over in-process decode+enhance+encode on one thread "
+              f"(median of the {a.sequential} alternating pairs; issue 23 goal: <= 5 ms at 256x256)")
     b, u = rows["batched"], rows["unbatched"]
     ratio = (len(b[2]) / b[4]) / (len(u[2]) / u[4])
     print(f"batched/unbatched throughput ratio {ratio:.2f}; "
@@ -159,6 +163,8 @@ def main() -> None:
     figures = {
         "model": a.model, "size": a.size, "replica_cpus": a.replica_cpus, "batched_over_unbatched": ratio,
         **{name: {"sequential_p50_ms": pct(r[0], 50), "direct_p50_ms": pct(r[5], 50),
+                  "direct_codec_p50_ms": pct(r[6], 50),
+                  "added_p50_ms": float(np.median(np.asarray(r[0]) - np.asarray(r[6]))) * 1000.0,
                   "load_p50_ms": pct(r[2], 50), "load_p95_ms": pct(r[2], 95), "req_per_s": len(r[2]) / r[4],
                   "codes": {str(k): v for k, v in (r[3] + r[1]).items()}} for name, r in rows.items()}}
     if a.json:

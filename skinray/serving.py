@@ -79,6 +79,14 @@ class AppArgs(BaseModel):
     max_inflight_pixels: Optional[int] = Field(None, ge=1)
     # A request still unanswered after this long gets 503 (and its computation stops between tiles).
     request_timeout_s: float = Field(60.0, gt=0)
+    # Seconds a request's body may take to arrive, from when the replica takes the request:
+    # past it 408 and the slot is free again (a client sending one byte every 5 s held one for
+    # ever). The headers' own timing is the Serve proxy's (uvicorn), not bounded here.
+    body_timeout_s: float = Field(30.0, gt=0)
+    # Body bytes a replica holds at once (being read, or read and not yet answered); None:
+    # 4 x max_body_bytes. A request whose declared (or, chunked, growing) body does not fit
+    # gets 503 with Retry-After at once, next to the pixel budget.
+    max_inflight_bytes: Optional[int] = Field(None, ge=1)
     # Structure limits checked on the bytes before any decoder runs (422 naming the limit):
     # skinray.image_limits.DecodeLimits, whose defaults archive jobs use too.
     max_jpeg_scans: int = Field(images.DecodeLimits.max_jpeg_scans, ge=1)
@@ -230,6 +238,23 @@ class PixelBudget:
             self._changed.notify_all()
 
 
+class ByteBudget:
+    """At most ``limit`` body bytes held in one replica. Bytes are already on the wire, so a
+    request over the budget is refused at once (503 with Retry-After) rather than queued."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
 # --- the deployment -------------------------------------------------------------------------
 
 # The Serve deployment options, declared here once: the decorator below applies them, so
@@ -286,6 +311,11 @@ class EnhanceService:
             raise SkinrayError(f"max_inflight_pixels ({inflight}) must be at least max_pixels "
                                f"({self.args.max_pixels}): a maximal image would never fit")
         self._budget = PixelBudget(inflight)
+        byte_limit = self.args.max_inflight_bytes or 4 * self.args.max_body_bytes
+        if byte_limit < self.args.max_body_bytes:
+            raise SkinrayError(f"max_inflight_bytes ({byte_limit}) must be at least max_body_bytes "
+                               f"({self.args.max_body_bytes}): a maximal body would never fit")
+        self._bytes = ByteBudget(byte_limit)
         self._limits = self.args.decode_limits()
         batch_size = self.args.max_batch_size or (8 if self.enhancer.device.type == "cuda" else 1)
         self.enhance_batch.set_max_batch_size(batch_size)
@@ -334,17 +364,46 @@ class EnhanceService:
         # One call for every request that arrived together; the Enhancer groups equal sizes.
         return await asyncio.get_running_loop().run_in_executor(None, self.enhancer.enhance_batch, batch)
 
+    def _hold(self, request: Request, n: int) -> None:
+        """Count ``n`` more body bytes of this request against the replica's byte budget."""
+        if n <= 0:
+            return
+        if not self._bytes.take(n):
+            raise _error(503, f"this replica holds {self._bytes.used} body bytes of max_inflight_bytes="
+                              f"{self._bytes.limit}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
+        request.state.held_bytes = getattr(request.state, "held_bytes", 0) + n
+
+    def _release(self, request: Request) -> None:
+        self._bytes.give(getattr(request.state, "held_bytes", 0))
+        request.state.held_bytes = 0
+
     async def _read_body(self, request: Request, limit: Optional[int] = None) -> bytes:
+        """The body, bounded in size (413), in time (``body_timeout_s``: 408) and counted
+        against the byte budget (503) from its declared length or as it grows."""
+        from starlette.requests import ClientDisconnect
+
         limit = limit or self.args.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
             raise _error(413, f"body of {declared} bytes exceeds the limit of {limit}")
-        body = bytearray()
-        async for chunk in request.stream():  # also bounds chunked bodies without Content-Length
+        self._hold(request, int(declared) if declared.isdigit() else 0)
+        body, deadline = bytearray(), time.monotonic() + self.args.body_timeout_s
+        chunks = request.stream().__aiter__()  # also bounds chunked bodies without Content-Length
+        while True:
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return bytes(body)
+            except TimeoutError:
+                raise _error(408, f"the body did not arrive within body_timeout_s={self.args.body_timeout_s:g}s "
+                                  f"({len(body)} bytes came)") from None
+            except ClientDisconnect:
+                raise _error(400, "the client went away while sending the body") from None
             body.extend(chunk)
             if len(body) > limit:
                 raise _error(413, f"body exceeds the limit of {limit} bytes")
-        return bytes(body)
+            self._hold(request, len(body) - getattr(request.state, "held_bytes", 0))
 
     @staticmethod
     def _check_type(content_type: str, where: str) -> None:
@@ -448,6 +507,12 @@ class EnhanceService:
 
     @api.post("/v1/enhance")
     async def enhance(self, request: Request, format: Optional[str] = None) -> Response:
+        try:
+            return await self._enhance(request, format)
+        finally:
+            self._release(request)  # the body's bytes leave the byte budget
+
+    async def _enhance(self, request: Request, format: Optional[str]) -> Response:
         started = time.perf_counter()
         deadline = time.monotonic() + self.args.request_timeout_s
         self._authorize(request)
@@ -490,7 +555,10 @@ class EnhanceService:
     @api.post("/v1/batch", status_code=202)
     async def batch_submit(self, request: Request) -> JSONResponse:
         self._authorize(request)  # before reading anything
-        body = await self._read_body(request, limit=64 * 1024)
+        try:
+            body = await self._read_body(request, limit=64 * 1024)
+        finally:
+            self._release(request)
         try:
             job = BatchRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:

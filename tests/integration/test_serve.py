@@ -44,6 +44,7 @@ def endpoint(ray_local, tmp_path_factory, free_port):
     # Archive jobs may use the session's temporary folders; overwrite only under 'writable*'.
     base = tmp_path_factory.getbasetemp()
     args = AppArgs(model=str(model_dir), max_body_bytes=2_000_000, max_pixels=4_000_000, api_key_file=str(key_file),
+                   body_timeout_s=5, max_inflight_bytes=4_000_000,  # issue 23: slow bodies, bytes held
                    max_batch_size=8,  # exercise request batching (the CPU default is 1)
                    batch_roots=[str(base)], batch_writable_roots=[str(tmp_path_factory.mktemp("writable"))])
     # One replica (not the 1-4 autoscaling of serve/config.yaml): the session's local Ray has 4
@@ -717,3 +718,57 @@ def test_job_state_cannot_be_spoofed(endpoint, tmp_path, tmp_path_factory):
             client.delete(f"/v1/batch/{job_id}")
     for job_id in jobs:
         assert _wait_job(client, job_id, timeout=120)["state"] in ("STOPPED", "SUCCEEDED", "FAILED")
+
+
+def _slow_client(port: int, length: int, results: list, every_s: float = 0.5) -> None:
+    """Headers, then one byte every ``every_s`` of a body declared ``length`` bytes long."""
+    import socket
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall((f"POST /v1/enhance HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
+                      f"Content-Type: image/png\r\nContent-Length: {length}\r\n\r\n").encode())
+        reply = b""
+        sock.settimeout(every_s)
+        while b"\r\n\r\n" not in reply and time.monotonic() - started < 30:
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                pass  # the server answered and closed: read the answer
+            try:
+                reply += sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+    results.append((time.monotonic() - started, reply.decode("latin-1")))
+
+
+def test_slow_bodies_get_408_and_bytes_held_count_against_a_budget(endpoint):
+    """Items 1 and 8: bodies trickling in held replica slots for ever; uploads counted against no
+    budget. Now a body gets body_timeout_s (5 s here) to arrive, else a JSON 408, and the bytes a
+    replica holds (4 MB here) are bounded: a body that does not fit is 503 with Retry-After at
+    once, while small requests go on being served."""
+    client, _ = endpoint
+    port = client.base_url.port
+    results: list = []
+    slow = [threading.Thread(target=_slow_client, args=(port, 1_900_000, results)) for _ in range(3)]
+    for thread in slow:
+        thread.start()
+    time.sleep(1.5)  # their headers reached the replica: 2 x 1.9 MB held, the third refused
+    r = client.post("/v1/enhance", content=b"\x89PNG" + b"x" * 1_000_000, headers={"Content-Type": "image/png"})
+    assert r.status_code == 503 and "max_inflight_bytes=4000000" in r.json()["error"], r.text
+    assert r.headers["retry-after"]
+    started = time.monotonic()
+    r = client.post("/v1/enhance", content=_jpeg(synth.skin_image(0, 2, 48)), headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 200 and time.monotonic() - started < 10, r.text
+    for thread in slow:
+        thread.join(60)
+    statuses = sorted(reply.split(" ", 2)[1] for _, reply in results)
+    assert statuses == ["408", "408", "503"], [reply[:300] for _, reply in results]
+    for took, reply in results:
+        assert took < 5 + 5, (took, reply[:300])
+        assert "content-type: application/json" in reply.lower(), reply
+    # The budget is free again.
+    r = client.post("/v1/enhance", content=b"\x89PNG" + b"x" * 1_000_000, headers={"Content-Type": "image/png"})
+    assert r.status_code == 400, r.text
