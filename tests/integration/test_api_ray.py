@@ -38,3 +38,20 @@ def test_rows_of_arrays_get_enhanced_arrays_and_assessment_columns(ray_local):
         assert row["change_mean"] >= 0 and row["light_source"] == "estimated"
     bad = out[3]
     assert bad["verdict"] == "" and "(H, W, 3)" in bad["error"] and np.isnan(bad["kelvin"])
+
+
+def test_assess_as_a_ray_data_job_gives_the_in_process_rows(ray_local, tmp_path):
+    from PIL import Image
+
+    from skinray import triage
+
+    for i in range(3):
+        Image.fromarray(synth.skin_image(0, i, 64)).save(tmp_path / f"p{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+    on_ray = triage.run(str(tmp_path), execution="ray")
+    local = triage.run(str(tmp_path), execution="local")
+    assert on_ray.execution == "ray" and on_ray.counts == local.counts and on_ray.verdicts == local.verdicts
+    fields = ("key", "status", "reason", "verdict", "reasons", "width", "height")
+    assert [tuple(r[f] for f in fields) for r in on_ray.rows] == [tuple(r[f] for f in fields) for r in local.rows]
+    for a, b in zip(on_ray.rows, local.rows):  # the same numbers (NaN where not assessed)
+        assert np.allclose([a["change_mean"], a["kelvin"]], [b["change_mean"], b["kelvin"]], equal_nan=True)
