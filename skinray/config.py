@@ -406,7 +406,7 @@ class AssessConfig:
     blur_factor: float = _option(2.5, "retake (blurred) from this effective down-up factor (1 = sharp)")
     clipped: float = _option(0.05, "retake (overexposed / underexposed) from this share of the skin "
                                    "clipped in highlights / shadows")
-    noise: float = _option(7.0, "retake (noisy) from this noise sigma of the luma, 8-bit levels")
+    noise: float = _option(10.0, "retake (noisy) from this noise sigma of the luma, 8-bit levels")
     change: float = _option(1.0, "corrected from this mean CIEDE2000 of the output against the input")
 
     def validate(self) -> None:
