@@ -45,9 +45,10 @@ REASONS = ("too-small", "blurred", "overexposed", "underexposed", "noisy")
 REFERENCE_SKIN = np.array([1.3754, 0.9032, 0.8532])
 # The down-up factors a photo is compared with; the last one is the reference (all detail lost).
 FACTORS = (1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
-SAMPLE_SIDE = 512  # sharpness, noise and blockiness look at a centred crop this large at most
-SAMPLE_PIXELS = 1 << 14  # the change and the clipping look at about this many pixels (a regular grid)
+SAMPLE_SIDE = 256  # sharpness, noise and blockiness look at a centred crop this large at most
+SAMPLE_PIXELS = 1 << 12  # the change and the clipping look at about this many pixels (a regular grid)
 _Y = np.array([0.2126, 0.7152, 0.0722])  # linear sRGB luminance
+_LINEAR = colour.srgb_to_linear(np.arange(256, dtype=np.uint8)[:, None].repeat(3, 1))[:, 0]  # 8-bit -> linear
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,11 @@ def _luminance8(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
 
 
-def _crop(plane: np.ndarray, side: int = SAMPLE_SIDE) -> np.ndarray:
-    h, w = plane.shape[:2]
+def _crop(rgb: np.ndarray, side: int = SAMPLE_SIDE) -> np.ndarray:
+    """The luma of the centred ``side`` x ``side`` crop (the whole photo if smaller)."""
+    h, w = rgb.shape[:2]
     top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return plane[top:top + side, left:left + side]
+    return _luminance8(rgb[top:top + side, left:left + side])
 
 
 def _grid(rgb: np.ndarray, pixels: int = SAMPLE_PIXELS) -> np.ndarray:
@@ -151,7 +153,7 @@ def blur_factor(rgb: np.ndarray, loss: float = 0.15) -> float:
     :data:`FACTORS` whose down-up (box down, bicubic up) removes at most ``loss`` of the detail
     that the largest factor removes (mean squared difference, luma, central crop). A sharp photo
     gives 1; a photo shot or stored at 1/3 of its pixel size about 3."""
-    plane = _crop(_luminance8(rgb))
+    plane = _crop(rgb)
     if min(plane.shape) < 4 * FACTORS[-1]:
         return float("nan")
     def lost(f: float) -> float:
@@ -170,7 +172,7 @@ def blur_factor(rgb: np.ndarray, loss: float = 0.15) -> float:
 def noise_sigma(rgb: np.ndarray) -> float:
     """Noise standard deviation in 8-bit levels: Immerkaer's (1996) Laplacian-difference
     estimator on the flattest half of the central crop (edges and texture left out)."""
-    plane = _crop(_luminance8(rgb))
+    plane = _crop(rgb)
     if min(plane.shape) < 8:
         return float("nan")
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
@@ -184,7 +186,7 @@ def noise_sigma(rgb: np.ndarray) -> float:
 def blockiness(rgb: np.ndarray) -> float:
     """JPEG blockiness: mean absolute luma step across 8-pixel block edges over the mean step
     elsewhere, horizontally and vertically (1 = no blocks; strong JPEG 1.5 and more)."""
-    plane = _crop(_luminance8(rgb))
+    plane = _crop(rgb)
     if min(plane.shape) < 16:
         return float("nan")
     ratios = []
@@ -212,7 +214,7 @@ def clipping(rgb: np.ndarray) -> tuple[float, float]:
     """(highlights, shadows): the share of the skin (:func:`_skin_region`) with a channel at 254
     or more, and with every channel at 3 or less. A photo almost wholly black gives 1 for shadows."""
     sample = _grid(rgb)
-    linear_p99 = float(np.percentile(colour.srgb_to_linear(sample) @ _Y, 99))
+    linear_p99 = float(np.percentile(_LINEAR[sample] @ _Y, 99))
     if linear_p99 < 0.01:  # nothing but shadow (the vignette test would discard all of it)
         return 0.0, 1.0
     skin, high, low = _skin_region(sample)
@@ -232,13 +234,14 @@ def estimated_correction(before: np.ndarray, after: np.ndarray) -> Correction:
     against :data:`REFERENCE_SKIN` (the gains that would take its skin there), and the exposure
     the enhancer applied (log2 of the skin's mean linear luminance after over before)."""
     a, b = _grid(before), _grid(after)
-    estimate = baselines.skin_illuminant(a)
-    gains = np.ones(3) if estimate is None else REFERENCE_SKIN / np.maximum(estimate, 1e-6)
-    gains = gains / float(gains @ _Y)
     skin = baselines.skin_pixels(a)
     skin = skin if skin.any() else np.ones(a.shape[:2], bool)
-    lum_before = float((colour.srgb_to_linear(a)[skin] @ _Y).mean())
-    lum_after = float((colour.srgb_to_linear(b)[skin] @ _Y).mean())
+    estimate = baselines.minkowski_illuminant(_LINEAR[a[skin]], 6.0)  # skin_illuminant, its mask kept
+    level = float(estimate @ _Y)
+    gains = REFERENCE_SKIN / np.maximum(estimate / level, 1e-6) if level > 0 else np.ones(3)
+    gains = gains / float(gains @ _Y)
+    lum_before = float((_LINEAR[a[skin]] @ _Y).mean())
+    lum_after = float((_LINEAR[b[skin]] @ _Y).mean())
     ev = math.log2(lum_after / lum_before) if lum_before > 1e-6 and lum_after > 1e-6 else 0.0
     kelvin, tint = correction.light_of(gains)
     return Correction(gains=tuple(float(g) * 2.0 ** ev for g in gains), ev=ev, confidence=float("nan"),
