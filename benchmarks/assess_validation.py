@@ -63,13 +63,13 @@ def degraded(clean: np.ndarray, d: dict, seed: int) -> np.ndarray:
 
 
 def clipped_share(clean: np.ndarray, photo: np.ndarray) -> float:
-    """Share of the clean photo's skin clipped (a channel >= 254, or all <= 3) in ``photo`` and not in it."""
+    """Share of the clean photo's skin clipped (two channels >= 254, or all <= 3) in ``photo`` and not in it."""
     skin = baselines.skin_pixels(clean)
     if not skin.any():
         return 0.0
 
     def clip(a):
-        return (a.max(axis=-1) >= 254) | (a.max(axis=-1) <= 3)
+        return (np.sort(a, axis=-1)[..., 1] >= 254) | (a.max(axis=-1) <= 3)
     return float((clip(photo) & ~clip(clean) & skin).sum() / skin.sum())
 
 

@@ -201,7 +201,7 @@ def blockiness(rgb: np.ndarray) -> float:
 def _skin_region(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(skin, highlight-clipped, shadow-clipped) bool masks: clipped pixels count as skin (their
     colour is lost), except black regions touching the image's corners (a dermoscope's vignette)."""
-    high = rgb.max(axis=-1) >= 254
+    high = np.sort(rgb, axis=-1)[..., 1] >= 254  # two channels or more: one (red, on light skin) is common
     low = rgb.max(axis=-1) <= 3
     labels, _ = ndimage.label(low)
     corners = {labels[0, 0], labels[0, -1], labels[-1, 0], labels[-1, -1]} - {0}
@@ -211,8 +211,8 @@ def _skin_region(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def clipping(rgb: np.ndarray) -> tuple[float, float]:
-    """(highlights, shadows): the share of the skin (:func:`_skin_region`) with a channel at 254
-    or more, and with every channel at 3 or less. A photo almost wholly black gives 1 for shadows."""
+    """(highlights, shadows): the share of the skin (:func:`_skin_region`) with two channels or
+    more at 254 or above, and with every channel at 3 or less. A photo almost wholly black gives 1 for shadows."""
     sample = _grid(rgb)
     linear_p99 = float(np.percentile(_LINEAR[sample] @ _Y, 99))
     if linear_p99 < 0.01:  # nothing but shadow (the vignette test would discard all of it)
