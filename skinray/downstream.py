@@ -87,21 +87,21 @@ class AttributeClassifier(nn.Module):
 
 
 class LesionSegmenter(nn.Module):
-    """A small U-Net: a full-resolution level and three stride-2 levels (``width`` .. 8 x
-    ``width`` channels), decoded back with bilinear upsampling and concatenated skips:
-    (N, 3, S, S) in [0, 1] -> lesion logits (N, 1, S, S)."""
+    """A small U-Net: four stride-2 levels (``width`` .. 8 x ``width`` channels, the first at
+    half resolution), decoded back to half resolution with bilinear upsampling and concatenated
+    skips, the logits upsampled bilinearly: (N, 3, S, S) in [0, 1] -> lesion logits (N, 1, S, S)."""
 
     def __init__(self, width: int = DEFAULT_WIDTH):
         super().__init__()
         channels = [width * 2 ** i for i in range(4)]
-        self.down = nn.ModuleList([_level(3, channels[0], 1)] + [
+        self.down = nn.ModuleList([_level(3, channels[0], 2)] + [
             _level(c_in, c_out, 2) for c_in, c_out in zip(channels, channels[1:])])
         self.up = nn.ModuleList(_level(c_deep + c_skip, c_skip, 1)
                                 for c_deep, c_skip in zip(channels[:0:-1], channels[-2::-1]))
         self.out = nn.Conv2d(channels[0], 1, 1)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The encoder's levels, full resolution first."""
+        """The encoder's levels, (N, C_i, S / 2^(i+1), S / 2^(i+1))."""
         out, h = [], _normalise(x)
         for level in self.down:
             h = level(h)
@@ -114,7 +114,7 @@ class LesionSegmenter(nn.Module):
         for up, skip in zip(self.up, skips[-2::-1]):
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             h = up(torch.cat([h, skip], dim=1))  # (N, C_deep + C_skip, s, s) -> (N, C_skip, s, s)
-        return self.out(h)
+        return F.interpolate(self.out(h), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def build_task_model(cfg: ModelConfig) -> nn.Module:

@@ -71,8 +71,10 @@ def test_statistics_of_the_evaluation():
     assert downstream_eval.auc(probs, truth, known) == pytest.approx(5 / 6)
     assert np.isnan(downstream_eval.auc(probs, np.zeros(5, bool), known)), "one class only: no AUC"
     known[0] = False  # an unknown label leaves the figures as if the photo were absent
-    assert downstream_eval.auc(probs, truth, known) == pytest.approx(downstream_eval.auc(probs[1:], truth[1:], known[1:]))
-    dice, iou = downstream.dice_iou(np.array([[1, 1, 0, 0], [0, 0, 0, 0]], bool), np.array([[1, 0, 0, 0], [0, 0, 0, 0]], bool))
+    without = downstream_eval.auc(probs[1:], truth[1:], known[1:])
+    assert downstream_eval.auc(probs, truth, known) == pytest.approx(without)
+    dice, iou = downstream.dice_iou(np.array([[1, 1, 0, 0], [0, 0, 0, 0]], bool),
+                                    np.array([[1, 0, 0, 0], [0, 0, 0, 0]], bool))
     assert dice.tolist() == pytest.approx([2 / 3, 1.0]) and iou.tolist() == pytest.approx([0.5, 1.0])
     ci = downstream_eval.interval(np.linspace(0, 1, 101), 0.5)
     assert ci["lo"] == pytest.approx(0.025) and ci["hi"] == pytest.approx(0.975) and ci["value"] == 0.5
