@@ -51,6 +51,8 @@ from skinray.archive_jobs import (
     new_job_id,
     valid_job_id,
 )
+from skinray.assess import Assessment
+from skinray.assess import assess as assess_photo
 from skinray.config import MAX_PIXELS, PRECISIONS, EnhanceConfig
 from skinray.errors import EnhanceStopped, ImageDecodeError, SkinrayError
 
@@ -512,11 +514,33 @@ class EnhanceService:
         finally:
             self._release(request)  # the body's bytes leave the byte budget
 
-    async def _enhance(self, request: Request, format: Optional[str]) -> Response:
+    @api.post("/v1/assess")
+    async def assess(self, request: Request) -> Response:
+        """The photo's assessment as JSON (no image): /v1/enhance's limits, codes and key."""
+        try:
+            return await self._enhance(request, None, assess_only=True)
+        finally:
+            self._release(request)
+
+    def _assessed(self, rgb: np.ndarray, enhanced: np.ndarray) -> Assessment:
+        """The triage (skinray/assess.py) of one photo from the one Enhancer's output and correction."""
+        return assess_photo(rgb, enhanced, self.enhancer.corrections([rgb])[0])
+
+    def _reply(self, body: Optional[bytes], fmt: str, colour: str, triage: Assessment, started: float) -> Response:
+        headers = {"X-Model-Id": header_value(self.enhancer.model_id), "X-Skinray-Colour": header_value(colour),
+                   "X-Skinray-Verdict": header_value(triage.verdict_header()),
+                   "X-Skinray-Change": header_value(triage.change_header()),
+                   "Server-Timing": f"total;dur={(time.perf_counter() - started) * 1000:.1f}"}
+        if body is None:  # /v1/assess
+            return JSONResponse({"model_id": self.enhancer.model_id, "colour": colour, **triage.as_dict()},
+                                headers=headers)
+        return Response(content=body, media_type=MEDIA[fmt], headers=headers)
+
+    async def _enhance(self, request: Request, format: Optional[str], assess_only: bool = False) -> Response:
         started = time.perf_counter()
         deadline = time.monotonic() + self.args.request_timeout_s
         self._authorize(request)
-        fmt = self._output_format(format, request.headers.get("accept", ""))
+        fmt = "png" if assess_only else self._output_format(format, request.headers.get("accept", ""))
         content_type, data = await self._image_bytes(request)
         if not data:
             raise _error(400, "empty body: send the image bytes")
@@ -539,18 +563,15 @@ class EnhanceService:
             if should_stop():
                 raise EnhanceStopped("deadline")
             enhanced = await self._restore(stop, should_stop, rgb)
+            triage = await self._in_thread(stop, self._assessed, rgb, enhanced)
             del rgb
-            body = await self._in_thread(stop, images.encode, enhanced, fmt, 95, exif)
+            body = None if assess_only else await self._in_thread(stop, images.encode, enhanced, fmt, 95, exif)
             del enhanced
         except EnhanceStopped:
             raise self._too_slow() from None
         finally:
             await self._budget.release(pixels)
-        return Response(content=body, media_type=MEDIA[fmt], headers={
-            "X-Model-Id": header_value(self.enhancer.model_id),
-            "X-Skinray-Colour": header_value(colour),
-            "Server-Timing": f"total;dur={(time.perf_counter() - started) * 1000:.1f}",
-        })
+        return self._reply(body, fmt, colour, triage, started)
 
     @api.post("/v1/batch", status_code=202)
     async def batch_submit(self, request: Request) -> JSONResponse:

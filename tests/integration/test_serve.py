@@ -86,6 +86,37 @@ def test_jpeg_by_accept_or_query(endpoint):
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
 
 
+def test_enhance_says_the_verdict_and_change_and_assess_returns_them_as_json(endpoint):
+    """X-Skinray-Verdict / X-Skinray-Change on /v1/enhance and POST /v1/assess: the assessment of
+    the photo (skinray/assess.py) from the replica's one Enhancer, over real HTTP."""
+    from skinray.assess import assess
+
+    client, model_dir = endpoint
+    body = _jpeg(synth.skin_image(0, 4, 96))
+    r = client.post("/v1/enhance", content=body, headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+    photo = images.decode(body)
+    fix = Enhancer.from_checkpoint(str(model_dir), device="cpu").corrections([photo])[0]  # None for some models
+    expected = assess(photo, images.decode(r.content), fix)
+    assert r.headers["x-skinray-verdict"] == expected.verdict_header()
+    assert r.headers["x-skinray-change"] == expected.change_header() and "kelvin=" in expected.change_header()
+    j = client.post("/v1/assess", content=body, headers={"Content-Type": "image/jpeg"})
+    assert j.status_code == 200 and j.headers["content-type"] == "application/json", j.text
+    got = j.json()
+    assert got["verdict"] == expected.verdict and got["reasons"] == list(expected.reasons)
+    assert got["change_mean"] == pytest.approx(expected.change_mean) and got["model_id"] == r.headers["x-model-id"]
+    assert j.headers["x-skinray-verdict"] == r.headers["x-skinray-verdict"]
+
+    tiny = client.post("/v1/assess", content=_jpeg(synth.skin_image(0, 4, 40)), headers={"Content-Type": "image/jpeg"})
+    assert tiny.status_code == 200 and tiny.json()["reasons"] == ["too-small"]
+    # /v1/enhance's key, limits and status codes
+    assert httpx.post(str(client.base_url) + "/v1/assess", content=body,
+                      headers={"Content-Type": "image/jpeg"}).status_code == 401
+    assert client.post("/v1/assess", content=b"", headers={"Content-Type": "image/jpeg"}).status_code == 400
+    assert client.post("/v1/assess", content=body, headers={"Content-Type": "text/plain"}).status_code == 415
+    assert client.post("/v1/assess", content=_bomb(), headers={"Content-Type": "image/png"}).status_code == 413
+
+
 def test_concurrent_requests_all_succeed(endpoint):
     client, _ = endpoint
     bodies = [_jpeg(synth.skin_image(1, i, 32 + 8 * (i % 2))) for i in range(12)]
@@ -391,6 +422,11 @@ def test_page_in_a_real_browser(endpoint, tmp_path):
         assert driver.execute_script("return document.getElementById('enhanced').naturalWidth") == 56
         assert driver.execute_script("return document.getElementById('original').naturalHeight") == 64
         assert "Enhanced in" in driver.find_element(By.ID, "status").text
+        # the triage beside the before / after: a 64 px photo is a retake (too-small), with the change
+        assert driver.find_element(By.ID, "triage").is_displayed()
+        assert driver.find_element(By.ID, "verdict").text.startswith("Retake")
+        assert driver.find_element(By.ID, "reasons").text == "(too-small)"
+        assert "ΔE00" in driver.find_element(By.ID, "change").text
         link = driver.find_element(By.ID, "download")
         assert link.is_displayed() and link.get_attribute("download") == "mole photo-enhanced.png"
         encoded = driver.execute_async_script(
