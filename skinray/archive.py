@@ -365,6 +365,17 @@ class _Progress:
 
 
 PROGRESS_FILE = "progress.json"  # OUTPUT/_skinray/progress.json: the running job's own report
+JOB_ID_ENV = "SKINRAY_JOB_ID"  # set by the endpoint for its jobs: their own copy of the report
+
+
+def job_report_dir() -> str:
+    """``_skinray/jobs/<id>`` for an endpoint's job (the id in SKINRAY_JOB_ID, of the shape the
+    endpoint issues), else "": each job's progress and summary under its own name, so that a
+    later job on the same output never replaces an earlier one's."""
+    import re
+
+    job_id = os.environ.get(JOB_ID_ENV, "")
+    return f"{REPORT_DIR}/jobs/{job_id}" if re.fullmatch(r"skinray-batch-[0-9a-f]{16}", job_id) else ""
 
 
 class ProgressReport:
@@ -375,8 +386,10 @@ class ProgressReport:
 
     def __init__(self, dst: paths.Location, s3, total: int, then: ProgressCallback | None = None,
                  every_s: float = 2.0):
+        own = job_report_dir()
         self.uri, self.s3, self.then, self.every_s = dst.join(f"{REPORT_DIR}/{PROGRESS_FILE}"), s3, then, every_s
-        self.manifest_uri = dst.join(f"{REPORT_DIR}/manifest.parquet")
+        self.uris = [self.uri] + ([dst.join(f"{own}/{PROGRESS_FILE}")] if own else [])
+        self.manifest_uri = dst.join(f"{own or REPORT_DIR}/manifest.parquet")
         self.started, self.last = time.time(), 0.0
         self(dict.fromkeys(STATUSES, 0), total)
 
@@ -384,12 +397,13 @@ class ProgressReport:
         now, finished = time.time(), sum(counts.values()) >= total
         if finished or now - self.last >= self.every_s:
             self.last = now
-            try:
-                _write(self.uri, json.dumps({
-                    "started": self.started, "updated": now, "total": total, "counts": counts,
-                    "finished": finished, "manifest_uri": self.manifest_uri}).encode(), self.s3, replace=True)
-            except (SkinrayError, OSError) as exc:
-                print(f"[skinray] progress report {self.uri} not written: {exc}", file=sys.stderr, flush=True)
+            report = json.dumps({"started": self.started, "updated": now, "total": total, "counts": counts,
+                                 "finished": finished, "manifest_uri": self.manifest_uri}).encode()
+            for uri in self.uris:
+                try:
+                    _write(uri, report, self.s3, replace=True)
+                except (SkinrayError, OSError) as exc:
+                    print(f"[skinray] progress report {uri} not written: {exc}", file=sys.stderr, flush=True)
         if self.then:
             self.then(counts, total)
 
@@ -595,14 +609,19 @@ def _write_report(cfg: EnhanceConfig, s3, dst, rows: list[dict], model, started_
                              images_per_s=counts["ok"] / seconds if seconds > 0 else 0.0,
                              model_id=model.model_id, manifest_uri=manifest_uri, summary_uri=summary_uri, rows=rows,
                              stats="".join(stats), verdicts=verdicts)
-    _write(summary_uri, json.dumps({
+    data = json.dumps({
         "input": cfg.input, "output": cfg.output, "model": cfg.model, "model_id": model.model_id,
         "counts": counts, "verdicts": verdicts, "total": len(rows), "seconds": seconds,
         "images_per_s": summary.images_per_s,
         "started": started_at, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "format": cfg.format, "quality": cfg.quality, "strip_metadata": cfg.strip_metadata,
         "execution": execution,
-    }, indent=2).encode(), s3, replace=True)
+    }, indent=2).encode()
+    _write(summary_uri, data, s3, replace=True)
+    own = job_report_dir()
+    if own:  # this job's own copies: a later job on the same output replaces only the shared ones
+        _write_manifest(dst.join(f"{own}/manifest.parquet"), rows, counts, s3)
+        _write(dst.join(f"{own}/summary.json"), data, s3, replace=True)
     return summary
 
 

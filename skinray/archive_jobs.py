@@ -64,27 +64,29 @@ def parse_progress(data: bytes) -> dict:
             "manifest_uri": report["manifest_uri"][:2000]}
 
 
-def read_progress(output: str, s3_endpoint: Optional[str]) -> bytes:
-    """The bytes of OUTPUT/_skinray/progress.json. Local: ``output`` is the path resolved when
-    the job was submitted; neither the report folder nor the file may be a symlink (the file's
-    content would be another file's), and the file must be a regular one of bounded size."""
+def read_progress(output: str, s3_endpoint: Optional[str], job_id: str = "") -> bytes:
+    """The bytes of the job's own progress report, OUTPUT/_skinray/jobs/<id>/progress.json
+    (``job_id`` given: the jobs the endpoint submits since issue 23), else the shared
+    OUTPUT/_skinray/progress.json. Local: ``output`` is the path resolved when the job was
+    submitted; no folder below it and not the file may be a symlink (the file's content would
+    be another file's), and the file must be a regular one."""
+    parts = [archive.REPORT_DIR] + (["jobs", job_id] if job_id else []) + [archive.PROGRESS_FILE]
     if storage.is_s3(output):
-        return storage.read_bytes(storage.join(output, archive.REPORT_DIR, archive.PROGRESS_FILE),
-                                  storage.S3Options.from_env(s3_endpoint))
-    path = os.path.join(output, archive.REPORT_DIR, archive.PROGRESS_FILE)
-    dfd = os.open(output, os.O_RDONLY | os.O_DIRECTORY)  # missing: not started yet (OSError)
+        return storage.read_bytes(storage.join(output, *parts), storage.S3Options.from_env(s3_endpoint))
+    path = os.path.join(output, *parts)
+    fd = os.open(output, os.O_RDONLY | os.O_DIRECTORY)  # missing: not started yet (OSError)
     try:  # the output as resolved at submission; below it no link is followed
-        rfd = os.open(archive.REPORT_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
-        try:
-            fd = os.open(archive.PROGRESS_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=rfd)
-        finally:
-            os.close(rfd)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+            nfd = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
     except OSError as exc:
+        os.close(fd)
         if exc.errno == errno.ENOENT:
             raise
         raise BadReport(f"{path}: a symbolic link or not a regular file ({exc.strerror})") from None
-    finally:
-        os.close(dfd)
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise BadReport(f"{path}: not a regular file")
@@ -136,7 +138,7 @@ def _job_error(client, job_id: str, info) -> str:
 
 def job_view(client, info, s3_endpoint: Optional[str]) -> dict:
     """A job as the API shows it: Ray's status, the counts of the job's own progress report
-    (OUTPUT/_skinray/progress.json, read from the output resolved at submission, checked
+    (OUTPUT/_skinray/jobs/<id>/progress.json, read from the output resolved at submission, checked
     against its schema; done = ok + skipped-existing), the manifest when finished. A report
     that is not skinray's is named in ``report_error``, never trusted."""
     meta = info.metadata or {}
@@ -146,7 +148,9 @@ def job_view(client, info, s3_endpoint: Optional[str]) -> dict:
            "report_error": None,
            "created": (info.start_time or 0) / 1000 or None, "finished": (info.end_time or 0) / 1000 or None}
     try:
-        report = parse_progress(read_progress(meta.get("resolved_output") or meta.get("output", ""), s3_endpoint))
+        own = info.submission_id if meta.get("resolved_output") else ""  # jobs with their own report
+        report = parse_progress(read_progress(meta.get("resolved_output") or meta.get("output", ""), s3_endpoint,
+                                              own))
         if job["created"] is None or report["started"] >= job["created"] - 5:  # not an earlier run's
             counts = report["counts"]
             job.update(counts=counts, total=report["total"],

@@ -42,7 +42,7 @@ from ray import serve
 from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from skinray import images
+from skinray import archive, images
 from skinray.archive_jobs import (
     JOB_TAG,
     job_client,
@@ -612,7 +612,7 @@ class EnhanceService:
         while True:  # a cluster just started may not have its job agent yet
             try:
                 await asyncio.to_thread(client.submit_job, entrypoint=entrypoint, submission_id=job_id,
-                                        metadata=metadata)
+                                        metadata=metadata, runtime_env={"env_vars": {archive.JOB_ID_ENV: job_id}})
                 break
             except RuntimeError as exc:
                 if "try again later" not in str(exc) or time.monotonic() > deadline:
