@@ -182,7 +182,7 @@ async def _json_validation_errors(request: Request, exc: RequestValidationError)
     return JSONResponse({"error": f"invalid request: {problems}", "status": 422}, status_code=422)
 
 
-HEADER_MAX_CHARS = 200  # longest X-Skinray-* / X-Model-Id value; longer ones end in TRUNCATED
+HEADER_MAX_CHARS = 200  # longest X-Skinray-* / X-Model-Id value; longer ones end in '...'
 
 
 def header_value(text: str, limit: int = HEADER_MAX_CHARS) -> str:

@@ -631,7 +631,7 @@ def _replica_cpu_seconds(app: str, deployment: str) -> float:
     raise AssertionError(f"no replica process {title!r}")
 
 
-def test_deadline_and_disconnect_stop_the_work(endpoint):
+def test_deadline_and_disconnect_stop_the_work(endpoint, tmp_path):
     """Case 6: a small PNG that decodes to many pixels held a replica for minutes, also after
     its client had gone. Now the request's deadline answers 503 and stops the computation between
     tiles, and a client that goes away stops it too (the replica's CPU goes quiet); archive jobs
@@ -640,7 +640,11 @@ def test_deadline_and_disconnect_stop_the_work(endpoint):
 
     from serve.app import AppArgs, EnhanceService
 
-    client, model_dir = endpoint
+    client, _ = endpoint
+    # A per-pixel network (the poster's, width 8): the default light model corrects a 36 Mpx photo
+    # from a thumbnail, too fast to meet a 3 s deadline.
+    cfg = Config(model=ModelConfig(arch="poster", width=8))
+    model_dir = checkpoint.save(tmp_path / "poster", build_model(cfg.model), cfg, {"epoch": 0})
     slow = EnhanceService.options(name="Slow", num_replicas=1, autoscaling_config=None)
     serve.run(slow.bind(AppArgs(model=str(model_dir), max_pixels=40_000_000, request_timeout_s=3).model_dump()),
               name="slow", route_prefix="/slow")
