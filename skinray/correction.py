@@ -6,6 +6,7 @@ assessment (triage), the endpoint's headers and the reports read them from here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -35,6 +36,12 @@ class Correction:
         return asdict(self)
 
 
+@lru_cache(maxsize=1)
+def _locus() -> np.ndarray:
+    """:func:`skinray.degrade.cast_gains` at every mired of :data:`_MIRED`, (M, 3): built once."""
+    return np.array([degrade.cast_gains(1e6 / m) for m in _MIRED])
+
+
 def light_of(gains: np.ndarray) -> tuple[float, float]:
     """The (kelvin, tint) of the cast that linear-light ``gains`` (3,) undo: the black-body light
     whose :func:`skinray.degrade.cast_gains` best matches ``1 / gains`` in log(R/B), then the
@@ -43,7 +50,7 @@ def light_of(gains: np.ndarray) -> tuple[float, float]:
     if np.allclose(cast, cast[1]):
         return degrade.NEUTRAL_KELVIN, 0.0
     target = np.log(cast[0] / cast[2])
-    table = np.array([degrade.cast_gains(1e6 / m) for m in _MIRED])  # (M, 3)
+    table = _locus()
     best = int(np.argmin(np.abs(np.log(table[:, 0] / table[:, 2]) - target)))
     ref = table[best]
     tint = np.log(cast[1] / np.sqrt(cast[0] * cast[2])) - np.log(ref[1] / np.sqrt(ref[0] * ref[2]))

@@ -172,6 +172,12 @@ class Enhancer:
         over the kept centre of every window (``context``, ``affine``)."""
         if hasattr(self.model, "colour_params"):
             size = self.model.thumbnail_size
+            # A large photo is first box-reduced in 8 bits by Pillow (a whole factor, leaving at
+            # least twice the thumbnail a side): an area average of area averages, within half a
+            # grey level of the float one, at a tenth of the cost on a 12 MP photo.
+            factor = min(image.shape[:2]) // (2 * size)
+            if factor >= 2:
+                image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(factor))
             # One channel at a time: a float copy of one plane, not of the whole image.
             planes = [lut.thumbnail(torch.from_numpy(np.ascontiguousarray(image[..., c])).to(self.device)
                                     .float().div_(255.0)[None, None], size) for c in range(3)]
