@@ -35,7 +35,7 @@ def test_clean_photo_is_good_and_little_changed(enhancer, clean):
     a = _one(enhancer, clean)
     assert a.verdict == "good" and a.reasons == ()
     assert a.change_mean < 1.0 and a.blur_factor < 2.5 and a.clipped_high < 0.05
-    assert a.light_source == "estimated"  # the bundled lut predicts no explicit correction
+    assert a.light_source == "model"  # the bundled light model predicts its correction
     json.dumps(a.as_dict())  # JSON-ready (NaN confidence -> null)
     assert a.verdict_header() == "good"
 

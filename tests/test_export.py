@@ -90,10 +90,10 @@ def test_numpy_thumbnail_is_the_models_thumbnail():
 def test_cli_export_bundled(tmp_path, capsys):
     assert main(["export", "--model", "bundled", "--format", "onnx", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "README.md", "colour.onnx", "enhance.onnx", export.META_FILE]
-    assert "colour.onnx" in capsys.readouterr().out
+        "README.md", export.META_FILE, "tables.onnx"]
+    assert "tables.onnx" in capsys.readouterr().out
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert "params = colour(thumbnail(image))" in readme and "multiples of align" in readme
+    assert "tables = tables(thumbnail(image))" in readme and "multiples of align" in readme
     photo = skin_image(0, 4, 200)
     expected = Enhancer(checkpoint.load("bundled"), "cpu", precision="fp32").enhance(photo)
     assert np.abs(export.OnnxEnhancer(str(tmp_path / "out")).enhance(photo).astype(int) - expected).max() <= 1
@@ -123,8 +123,8 @@ def test_info_text_and_json(tmp_path, capsys):
     assert main(["info", "bundled", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     bundled = checkpoint.load("bundled")
-    assert info["arch"] == "lut" and info["parameters"] == count_parameters(bundled.model)
+    assert info["arch"] == "light" and info["parameters"] == count_parameters(bundled.model)
     assert info["data_fingerprint"] == bundled.fingerprint and info["metrics"] == bundled.metrics
-    assert info["train"]["name"] == bundled.config.train.name and info["model"]["arch"] == "lut"
+    assert info["train"]["name"] == bundled.config.train.name and info["model"]["arch"] == "light"
     assert main(["info", str(tmp_path / "nothing")]) == 2
     assert "not a skinray checkpoint" in capsys.readouterr().err

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from skinray import images
+from skinray import checkpoint, images
 from skinray.demo import run_demo
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,8 @@ def test_demo_writes_samples_curve_summary_and_enhanced_folder(ray_local, tmp_pa
     text = report.read_text()
     assert summary["report"] == str(report) and "shades_of_gray" in text
     for row in ("oracle: 3x4 colour transform", "oracle: 3-D LUT", "## Colour faults", "## Camera faults only",
-                "## Clean photos", "model lut (demo)", "model lut (bundled)"):
+                "## Clean photos", "model light (demo)",
+                f"model light ({checkpoint.load(checkpoint.BUNDLED).config.train.name})"):
         assert row in text, f"the report shows {row!r}"
     for name in ("validation_grid.png", "loss_curve_0.png", "photos_before_after.png"):
         assert images.decode((tmp_path / "evaluation" / name).read_bytes()).shape[0] > 50
