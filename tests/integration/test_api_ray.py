@@ -35,7 +35,7 @@ def test_rows_of_arrays_get_enhanced_arrays_and_assessment_columns(ray_local):
     for row, photo in zip(out[:3], photos):
         assert row["enhanced"].shape == photo.shape and row["enhanced"].dtype == np.uint8
         assert row["verdict"] in ("good", "corrected") and row["error"] == ""
-        assert row["change_mean"] >= 0 and row["light_source"] == "estimated"
+        assert row["change_mean"] >= 0 and row["light_source"] == "model"  # the bundled light model
     bad = out[3]
     assert bad["verdict"] == "" and "(H, W, 3)" in bad["error"] and np.isnan(bad["kelvin"])
 
