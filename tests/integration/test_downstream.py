@@ -83,7 +83,7 @@ def test_evaluation_gives_one_row_per_condition_with_intervals(task_runs, isic_l
         rows = m["tasks"][task]["rows"]
         names = [r["name"] for r in rows]
         assert len(rows) == len(downstream_eval.CONDITIONS) * 3, "as is, Shades of Gray (skin prior), bundled"
-        bundled = next(r["method"] for r in rows if r["method"].endswith("(bundled)"))
+        bundled = next(r["method"] for r in rows if r["method"].startswith("model "))  # the bundled model's row
         assert f"re-lit (v3 light) -> {bundled}" in names and f"clean -> {bundled}" in names
         assert rows[0]["name"] == "clean"
         assert rows[0]["delta_vs_clean"][headline] == {"value": 0.0, "lo": 0.0, "hi": 0.0}
