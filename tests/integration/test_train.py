@@ -175,7 +175,7 @@ def test_rerun_on_another_dataset_stops_before_ray(stored_run, tmp_path, monkeyp
                                            r"--set train.resume=force") as info:
         fit(load_config(overrides={**overrides, "data.source": str(tmp_path / "other"), "train.epochs": 2}))
     assert "\n" not in str(info.value)
-    with pytest.raises(SkinrayError, match=r"degrade.blur_prob 0.7 there, 0.1 here"):
+    with pytest.raises(SkinrayError, match=r"degrade.blur_prob 0.3 there, 0.1 here"):
         fit(load_config(overrides={**overrides, "degrade.blur_prob": 0.1}))
 
 
