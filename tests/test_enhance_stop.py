@@ -15,7 +15,7 @@ def _enhancer() -> Enhancer:
     import torch
 
     torch.manual_seed(0)
-    cfg = Config(model=ModelConfig(width=4))
+    cfg = Config(model=ModelConfig(arch="poster", width=4))  # a tiled model (the default light one maps strips)
     return Enhancer(LoadedModel(model=build_model(cfg.model), config=cfg, metrics={}, uri="mem"),
                     tile=64, margin=8)
 
