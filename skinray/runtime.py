@@ -235,8 +235,10 @@ def init_ray(address: str | None = None) -> None:
     hold whole CPUs, and on a small machine Ray Data would otherwise get none and training would
     hang waiting for data.
 
-    Its dashboard listens on a free loopback port, and ``RAY_API_SERVER_ADDRESS`` points Ray's
-    state API at it for this process and every Ray process it starts. Ray Train's placement
+    Its dashboard listens on a free loopback port (``local_dashboard()``), and
+    ``RAY_API_SERVER_ADDRESS`` points Ray's state API at it for every Ray process it starts
+    (set while the raylet starts, then taken back: in this process it would override the
+    address of every Jobs API client, so a job meant for another cluster ran here). Ray Train's placement
     group cleaner asks the state API whether the run's controller is alive; left to find "the"
     Ray on the machine, it can ask another instance (any other Ray with a dashboard, e.g. a
     local cluster or `serve run`), hear "no such actor" and remove a live run's workers. Pinned,
@@ -258,13 +260,36 @@ def init_ray(address: str | None = None) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
     # Inherited by the raylet this call starts, and so by every worker of this instance.
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    with _job_agent_port(_free_port()), _ray_init_log():
+    with _env("RAY_API_SERVER_ADDRESS", url), _job_agent_port(_free_port()), _ray_init_log():
         ray.init(num_cpus=max(4, 2 * (os.cpu_count() or 1)), log_to_driver=True, configure_logging=False,
                  include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+    _local["dashboard"] = url
     if is_quiet():
         _quiet_after_init()
+
+
+_local: dict = {}
+
+
+def local_dashboard() -> str | None:
+    """The dashboard (and Jobs API) URL of the local Ray that ``init_ray`` started, else None."""
+    return _local.get("dashboard")
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    """``os.environ[name] = value`` for the block, then as it was."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 def _free_port() -> int:

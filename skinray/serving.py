@@ -702,7 +702,7 @@ def serve_forever(args: AppArgs, host: str, port: int, ray_address: Optional[str
     until Ctrl-C or SIGTERM, then remove the application."""
     import signal
 
-    from skinray.runtime import init_ray
+    from skinray.runtime import init_ray, local_dashboard
 
     def _stop(signum, frame):  # SIGTERM (systemd, Kubernetes, kill) stops like Ctrl-C
         raise KeyboardInterrupt
@@ -715,9 +715,8 @@ def serve_forever(args: AppArgs, host: str, port: int, ray_address: Optional[str
         signal.signal(signal.SIGTERM, _stop)  # after Ray's start-up, which installs its own
         print(f"[skinray] serving {args.model} on http://{host}:{port}/ ({'one GPU' if gpu else 'CPU'} per replica; "
               f"Ctrl-C stops)", flush=True)
-        if not (ray_address or os.environ.get("RAY_ADDRESS")):  # the local Ray that init_ray started
-            print(f"[skinray] Ray dashboard and its Jobs API (the archive jobs): "
-                  f"{os.environ['RAY_API_SERVER_ADDRESS']}", flush=True)
+        if local_dashboard():  # the local Ray that init_ray started
+            print(f"[skinray] Ray dashboard and its Jobs API (the archive jobs): {local_dashboard()}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
