@@ -141,9 +141,9 @@ def _grid(rgb: np.ndarray, pixels: int = SAMPLE_PIXELS) -> np.ndarray:
     return rgb[::step, ::step]
 
 
-def _down_up(plane: np.ndarray, factor: float) -> np.ndarray:
-    h, w = plane.shape
-    img = Image.fromarray(plane, mode="F")
+def _down_up(plane: np.ndarray | Image.Image, factor: float) -> np.ndarray:
+    img = plane if isinstance(plane, Image.Image) else Image.fromarray(plane, mode="F")
+    w, h = img.size
     small = img.resize((max(1, round(w / factor)), max(1, round(h / factor))), Image.Resampling.BOX)
     return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
 
@@ -156,8 +156,11 @@ def blur_factor(rgb: np.ndarray, loss: float = 0.15) -> float:
     plane = _crop(rgb)
     if min(plane.shape) < 4 * FACTORS[-1]:
         return float("nan")
+    image = Image.fromarray(plane, mode="F")  # made once for the bisection's down-ups
+
     def lost(f: float) -> float:
-        return float(np.mean((plane - _down_up(plane, f)) ** 2))
+        diff = plane - _down_up(image, f)
+        return float(np.vdot(diff, diff)) / diff.size
 
     reference = lost(FACTORS[-1])
     if reference <= 1e-6:  # a flat image: no detail to lose
@@ -175,10 +178,16 @@ def noise_sigma(rgb: np.ndarray) -> float:
     plane = _crop(rgb)
     if min(plane.shape) < 8:
         return float("nan")
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    response = np.abs(ndimage.convolve(plane, kernel, mode="reflect"))[1:-1, 1:-1]
+    # The Laplacian difference [[1, -2, 1], [-2, 4, -2], [1, -2, 1]] inside the border: the
+    # outer product of [1, -2, 1] with itself, as two second differences of array slices.
+    rows = plane[:-2] - 2 * plane[1:-1] + plane[2:]
+    response = np.abs(rows[:, :-2] - 2 * rows[:, 1:-1] + rows[:, 2:])
     smooth = ndimage.gaussian_filter(plane, 2.0)  # texture and edges, not the noise, decide what is flat
-    gradient = np.abs(ndimage.sobel(smooth, 0)) + np.abs(ndimage.sobel(smooth, 1))
+    # |Sobel| along both axes (ndimage.sobel's, edges mirrored as its "reflect" mode does), from slices.
+    pad = np.pad(smooth, 1, mode="symmetric")
+    dy, dx = pad[2:] - pad[:-2], pad[:, 2:] - pad[:, :-2]
+    gradient = (np.abs(dy[:, :-2] + 2 * dy[:, 1:-1] + dy[:, 2:])
+                + np.abs(dx[:-2] + 2 * dx[1:-1] + dx[2:]))
     flat = gradient[1:-1, 1:-1] <= np.median(gradient)
     return float(math.sqrt(math.pi / 2) * response[flat].mean() / 6.0)
 
@@ -294,6 +303,5 @@ def assess_batch(enhancer, images: Sequence[np.ndarray], cfg: AssessConfig | Non
                  ) -> tuple[list[np.ndarray], list[Assessment]]:
     """Enhance and assess photos with one :class:`skinray.predict.Enhancer`: (outputs, assessments)."""
     arrays = [np.asarray(image, np.uint8) for image in images]
-    outputs = enhancer.enhance_batch(arrays)
-    fixes = enhancer.corrections(arrays)
-    return outputs, [assess(a, o, f, cfg) for a, o, f in zip(arrays, outputs, fixes)]
+    results = enhancer.enhance_corrected(arrays)  # one pass: the outputs and the corrections they applied
+    return [o for o, _ in results], [assess(a, o, f, cfg) for a, (o, f) in zip(arrays, results)]

@@ -42,10 +42,20 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(rgb, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
+def _decode_curve(c: np.ndarray) -> np.ndarray:
+    return np.where(c > 0.04045, ((np.maximum(c, 0.04045) + 0.055) / 1.055) ** 2.4, c / 12.92)
+
+
+_LINEAR8 = _decode_curve(np.arange(256, dtype=np.float64) / 255.0)  # uint8 level -> linear: the same numbers, looked up
+
+
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     """Decode the sRGB transfer curve: ``uint8`` or float RGB -> linear-light ``float64``."""
-    c = as_float_rgb(rgb)
-    return np.where(c > 0.04045, ((np.maximum(c, 0.04045) + 0.055) / 1.055) ** 2.4, c / 12.92)
+    arr = np.asarray(rgb)
+    if arr.dtype == np.uint8:
+        _check_rgb_shape(arr)
+        return _LINEAR8[arr]
+    return _decode_curve(as_float_rgb(arr))
 
 
 def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
@@ -59,7 +69,10 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
     Black is exactly ``(0, 0, 0)``; white is ``(100, -0.0025, 0.0047)`` (see the module notes).
     """
-    return skcolor.rgb2lab(as_float_rgb(rgb))
+    arr = np.asarray(rgb)
+    if arr.dtype == np.uint8:  # rgb2lab's own steps, the transfer curve looked up (the same numbers)
+        return skcolor.xyz2lab(srgb_to_linear(arr) @ skcolor.colorconv.xyz_from_rgb.T)
+    return skcolor.rgb2lab(as_float_rgb(arr))
 
 
 def lab_to_srgb(lab: np.ndarray) -> np.ndarray:

@@ -224,19 +224,21 @@ class Enhancer:
 
     @torch.no_grad()
     def _table_filter(self, image: np.ndarray):
-        """The whole image's colour mapping as a Pillow operation on 8-bit RGB."""
+        """(the whole image's colour mapping as a Pillow operation on 8-bit RGB, the model's
+        parameters for it)."""
         params = self._whole_image_context(image).float()
         if self._point:  # three 256-entry tables, one per channel
             flat = self.model.channel_tables(params).cpu().numpy().reshape(-1).tolist()
-            return lambda strip: strip.point(flat)
+            return (lambda strip: strip.point(flat)), params
         table = lut.to_pillow(self.model.mapping(params))
-        return lambda strip: strip.filter(table)
+        return (lambda strip: strip.filter(table)), params
 
-    def _looked_up(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+    def _looked_up(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
+                   ) -> tuple[np.ndarray, torch.Tensor]:
         """A per-pixel colour mapping on 8-bit pixels (``light``'s tables on any device, a
         colour-only lut's 3-D table on the CPU): the whole image's mapping, applied by Pillow
-        strip by strip."""
-        mapped = self._table_filter(image)
+        strip by strip. Returns (output, the model's parameters of the mapping)."""
+        mapped, params = self._table_filter(image)
         out = np.empty_like(image)
 
         def strip(rows: slice) -> None:
@@ -245,7 +247,7 @@ class Enhancer:
             out[rows] = np.asarray(mapped(Image.fromarray(np.ascontiguousarray(image[rows]))))
 
         self._each(strip, [(slice(y, y + self.step),) for y in range(0, image.shape[0], self.step)])
-        return out
+        return out, params
 
     @torch.no_grad()
     def corrections(self, images: Sequence[np.ndarray]) -> list["Correction | None"]:
@@ -266,14 +268,28 @@ class Enhancer:
                       should_stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
         """Enhance any number of images of any sizes. Images of equal size that fit in one tile
         share a forward pass; larger ones are tiled. Returns uint8 arrays of the input shapes."""
-        results: list[np.ndarray | None] = [None] * len(images)
+        return [out for out, _ in self._enhanced(images, should_stop)]
+
+    def enhance_corrected(self, images: Sequence[np.ndarray], should_stop: Callable[[], bool] | None = None
+                          ) -> list[tuple[np.ndarray, "Correction | None"]]:
+        """:meth:`enhance_batch` and :meth:`corrections` from one pass of the model: (output,
+        correction) per image, the correction being the one the output was made with (``None``
+        for models without an explicit correction)."""
+        return [(out, correction.from_params(self.model, params) if self._point else None)
+                for out, params in self._enhanced(images, should_stop)]
+
+    def _enhanced(self, images: Sequence[np.ndarray], should_stop: Callable[[], bool] | None
+                  ) -> list[tuple[np.ndarray, torch.Tensor | None]]:
+        """(output, the model's whole-image parameters where it has them) per image."""
+        results: list[tuple[np.ndarray, torch.Tensor | None] | None] = [None] * len(images)
         same_size: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, image in enumerate(images):
             image = np.asarray(image, np.uint8)
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected an (H, W, 3) uint8 image, got shape {image.shape}")
             if self._alone(image):  # its strips or tiles over the threads
-                results[i] = self._looked_up(image, should_stop) if self._lookup else self._tiled(image, should_stop)
+                results[i] = (self._looked_up(image, should_stop) if self._lookup
+                              else (self._tiled(image, should_stop), None))
             else:  # the images over the threads
                 same_size[image.shape[:2]].append(i)
         groups = list(same_size.values())
@@ -291,7 +307,7 @@ class Enhancer:
                 return
             enhanced = self._forward(np.stack([np.asarray(images[i], np.uint8) for i in indices]))
             for i, out in zip(indices, enhanced):
-                results[i] = out
+                results[i] = (out, None)
 
         self._each(run, [(indices,) for indices in groups])
         return results  # type: ignore[return-value]

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from skinray import synth
 from skinray.checkpoint import LoadedModel
 from skinray.config import Config, ModelConfig
 from skinray.model import build_model
@@ -153,3 +154,13 @@ def test_light_model_reports_the_correction_it_applies():
     assert 3000 < found.kelvin < 6000 and abs(found.tint) < 0.5
     assert abs(found.ev - 0.2 * found.confidence) < 1e-3
     assert _enhancer("lut").corrections([photo]) == [None]
+
+
+def test_one_pass_gives_the_output_and_the_correction_it_applied():
+    """enhance_corrected (the endpoint's and assess_batch's one pass) = enhance_batch + corrections."""
+    photos = [synth.skin_image(0, 2, 96), np.full((64, 80, 3), 128, np.uint8)]
+    for enhancer in (_light_enhancer(), _light_enhancer(tile=64, margin=8), _enhancer("lut")):
+        together = enhancer.enhance_corrected(photos)
+        for (out, fix), alone, expected in zip(together, enhancer.enhance_batch(photos), enhancer.corrections(photos)):
+            np.testing.assert_array_equal(out, alone)
+            assert fix == expected
