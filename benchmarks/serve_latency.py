@@ -10,8 +10,10 @@ each: with request batching (max_batch_size 8) and without (max_batch_size 1). A
      same photo in this process, on one thread like the replica (alternating, so machine noise
      hits both alike) -> Serve overhead = endpoint p50 - Enhancer p50 (and minus
      decode+encode as well; "endpoint added p50": the median of the pairs' differences, endpoint
-     minus in-process decode+enhance+encode); also client latency - the replica's own Server-Timing per request
-     (the proxy + HTTP + routing share alone);
+     minus in-process decode+enhance+encode), split into the part outside the replica (client
+     latency - the replica's own Server-Timing: the proxy + HTTP + routing share alone) and the part
+     inside it (Server-Timing - in-process decode+enhance+encode: the replica's limits, assessment
+     and hops to its executor);
   2. ``--clients`` concurrent clients sending ``--requests`` in all: p50/p95/p99 latency, req/s
      and the status codes, for both deployments.
 --model: ``bundled`` (default, the shipped lut model), ``poster`` (an untrained poster network, the
@@ -127,7 +129,7 @@ def main() -> None:
         serve.run(dep.bind(args.model_dump()), name=name, route_prefix=f"/{name}")
         url = f"{base}/{name}/v1/enhance"
         asyncio.run(run_load(url, body, 1, 5))  # warm-up
-        seq, seq_codes, direct, direct_full, proxy = [], Counter(), [], [], []
+        seq, seq_codes, direct, direct_full, proxy, inside, steps = [], Counter(), [], [], [], [], {}
         with httpx.Client(timeout=120) as http:
             for _ in range(a.sequential):
                 d, f = direct_call()
@@ -137,14 +139,19 @@ def main() -> None:
                 r = http.post(url, content=body, headers={"Content-Type": "image/jpeg"})
                 seq.append(time.perf_counter() - t0)
                 seq_codes[r.status_code] += 1
-                inside = float(r.headers.get("server-timing", "total;dur=nan").split("dur=")[1]) / 1000
-                proxy.append(seq[-1] - inside)
+                header = r.headers.get("server-timing", "total;dur=nan")
+                timing = dict(m.strip().split(";dur=") for m in header.split(","))
+                replica = float(timing["total"]) / 1000
+                for step in ("body", "wait", "work"):
+                    steps.setdefault(step, []).append(float(timing.get(step, "nan")) / 1000)
+                proxy.append(seq[-1] - replica)
+                inside.append(replica - f)
         lat, codes, wall = asyncio.run(run_load(url, body, a.clients, a.requests))
-        rows[name] = (seq, seq_codes, lat, codes, wall, direct, direct_full, proxy)
+        rows[name] = (seq, seq_codes, lat, codes, wall, direct, direct_full, proxy, inside, steps)
         serve.delete(name)
 
     print(f"\n{a.size}x{a.size} JPEG in, PNG out; 1 replica of {a.replica_cpus:g} CPU; model {a.model}")
-    for name, (seq, seq_codes, lat, codes, wall, direct, direct_full, proxy) in rows.items():
+    for name, (seq, seq_codes, lat, codes, wall, direct, direct_full, proxy, inside, steps) in rows.items():
         seq_p50, p50_direct, p50_full = pct(seq, 50), pct(direct, 50), pct(direct_full, 50)
         print(f"[{name}] sequential ({a.sequential}, alternating): endpoint p50 {seq_p50:.1f} ms, direct "
               f"Enhancer p50 {p50_direct:.1f} ms (with decode+PNG encode {p50_full:.1f} ms) -> Serve overhead "
@@ -155,7 +162,10 @@ def main() -> None:
               f"codes {dict(codes)}")
         added = float(np.median(np.asarray(seq) - np.asarray(direct_full))) * 1000.0
         print(f"[{name}] endpoint added p50 {added:.1f} ms over in-process decode+enhance+encode on one thread "
-              f"(median of the {a.sequential} alternating pairs; issue 23 goal: <= 5 ms at 256x256)")
+              f"(median of the {a.sequential} alternating pairs; issue 23 goal: <= 5 ms at 256x256): "
+              f"outside the replica p50 {pct(proxy, 50):.1f} ms, inside it (Server-Timing - in-process) p50 "
+              f"{pct(inside, 50):.1f} ms; the replica's Server-Timing p50: "
+              + ", ".join(f"{step} {pct(values, 50):.1f} ms" for step, values in steps.items()))
     b, u = rows["batched"], rows["unbatched"]
     ratio = (len(b[2]) / b[4]) / (len(u[2]) / u[4])
     print(f"batched/unbatched throughput ratio {ratio:.2f}; "
@@ -165,6 +175,7 @@ def main() -> None:
         **{name: {"sequential_p50_ms": pct(r[0], 50), "direct_p50_ms": pct(r[5], 50),
                   "direct_codec_p50_ms": pct(r[6], 50),
                   "added_p50_ms": float(np.median(np.asarray(r[0]) - np.asarray(r[6]))) * 1000.0,
+                  "outside_replica_p50_ms": pct(r[7], 50), "inside_replica_added_p50_ms": pct(r[8], 50),
                   "load_p50_ms": pct(r[2], 50), "load_p95_ms": pct(r[2], 95), "req_per_s": len(r[2]) / r[4],
                   "codes": {str(k): v for k, v in (r[3] + r[1]).items()}} for name, r in rows.items()}}
     if a.json:

@@ -22,6 +22,7 @@ Archive jobs are off unless ``batch_roots`` names roots (:mod:`skinray.paths` is
 # No `from __future__ import annotations`: FastAPI reads the route signatures at run time.
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hmac
@@ -320,6 +321,7 @@ class EnhanceService:
         self._bytes = ByteBudget(byte_limit)
         self._limits = self.args.decode_limits()
         batch_size = self.args.max_batch_size or (8 if self.enhancer.device.type == "cuda" else 1)
+        self._batch_size = batch_size
         self.enhance_batch.set_max_batch_size(batch_size)
         self.enhance_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
         self._app = serve.get_replica_context().app_name  # tags this endpoint's archive jobs
@@ -362,9 +364,10 @@ class EnhanceService:
                 "precision": self.enhancer.precision}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def enhance_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+    async def enhance_batch(self, batch: list[np.ndarray]) -> list[tuple]:
         # One call for every request that arrived together; the Enhancer groups equal sizes.
-        return await asyncio.get_running_loop().run_in_executor(None, self.enhancer.enhance_batch, batch)
+        # (output, correction) per photo, from one pass of the model.
+        return await asyncio.get_running_loop().run_in_executor(None, self.enhancer.enhance_corrected, batch)
 
     def _hold(self, request: Request, n: int) -> None:
         """Count ``n`` more body bytes of this request against the replica's byte budget."""
@@ -488,11 +491,12 @@ class EnhanceService:
                            f"{self.args.request_timeout_s:g}s; retry later or send a smaller image",
                       {"Retry-After": str(RETRY_AFTER_S)})
 
-    async def _decode(self, stop: threading.Event, data: bytes, image_format: str) -> images.Decoded:
-        """Decode on the executor: 413 or 400 for what the header alone did not show."""
+    @staticmethod
+    @contextlib.contextmanager
+    def _decode_errors():
+        """413, 422 or 400 for what the header alone did not show."""
         try:
-            return await self._in_thread(stop, images.decode_photo, data, self.args.max_pixels, (image_format,),
-                                         self._limits)
+            yield
         except images.ImageLimitError as exc:
             raise _error(422, f"cannot use this image: {exc}") from None
         except images.ImageTooLargeError as exc:
@@ -500,12 +504,39 @@ class EnhanceService:
         except ImageDecodeError as exc:
             raise _error(400, f"cannot use this image: {exc}") from None
 
-    async def _restore(self, stop: threading.Event, should_stop, rgb: np.ndarray) -> np.ndarray:
-        """The model's output: tiled on the executor (stoppable between tiles) for a photo larger
-        than one tile, else batched with other requests."""
-        if max(rgb.shape[:2]) > self.enhancer.tile:
-            return await self._in_thread(stop, functools.partial(self.enhancer.enhance, rgb, should_stop))
-        return await self.enhance_batch(rgb)
+    def _decoded(self, body: list, image_format: str, should_stop) -> images.Decoded:
+        """Decode the bytes in ``body`` (a one-item list, emptied so that the bytes can go once
+        decoded), then stop if the request is over."""
+        decoded = images.decode_photo(body.pop(), self.args.max_pixels, (image_format,), self._limits)
+        if should_stop():
+            raise EnhanceStopped("deadline")
+        return decoded
+
+    def _finished(self, rgb: np.ndarray, enhanced: np.ndarray, fix, fmt: Optional[str],
+                  exif: Optional[bytes]) -> tuple[Assessment, Optional[bytes]]:
+        """(the triage, skinray/assess.py, from the one Enhancer pass's output and correction;
+        the encoded output, None for /v1/assess)."""
+        triage = assess_photo(rgb, enhanced, fix)
+        return triage, None if fmt is None else images.encode(enhanced, fmt, 95, exif)
+
+    def _whole_request(self, body: list, image_format: str, fmt: Optional[str], should_stop):
+        """One request's work on one thread, without batching: decode, enhance (stoppable
+        between strips or tiles), assess, encode; each step drops what it no longer needs."""
+        decoded = self._decoded(body, image_format, should_stop)
+        rgb, exif, colour = decoded.rgb, decoded.exif, decoded.colour  # sRGB; EXIF upright
+        del decoded
+        ((enhanced, fix),) = self.enhancer.enhance_corrected([rgb], should_stop)
+        return (colour, *self._finished(rgb, enhanced, fix, fmt, exif))
+
+    async def _batched_request(self, stop: threading.Event, body: list, image_format: str, fmt: Optional[str],
+                               should_stop):
+        """With request batching: decode on the executor, enhance in a batch with other
+        requests (``enhance_batch``), then assess and encode on the executor."""
+        decoded = await self._in_thread(stop, self._decoded, body, image_format, should_stop)
+        rgb, exif, colour = decoded.rgb, decoded.exif, decoded.colour
+        del decoded
+        enhanced, fix = await self.enhance_batch(rgb)
+        return (colour, *await self._in_thread(stop, self._finished, rgb, enhanced, fix, fmt, exif))
 
     @api.post("/v1/enhance")
     async def enhance(self, request: Request, format: Optional[str] = None) -> Response:
@@ -522,26 +553,28 @@ class EnhanceService:
         finally:
             self._release(request)
 
-    def _assessed(self, rgb: np.ndarray, enhanced: np.ndarray) -> Assessment:
-        """The triage (skinray/assess.py) of one photo from the one Enhancer's output and correction."""
-        return assess_photo(rgb, enhanced, self.enhancer.corrections([rgb])[0])
-
-    def _reply(self, body: Optional[bytes], fmt: str, colour: str, triage: Assessment, started: float) -> Response:
+    def _reply(self, body: Optional[bytes], fmt: str, colour: str, triage: Assessment, marks: list) -> Response:
+        """The answer; ``marks``: (name, time.perf_counter()) from the request's start: Server-Timing
+        gives the total first, then each step's share (``body``: reading it, ``wait``: for room in
+        the pixel budget, ``work``: decode, enhance, assess, encode)."""
+        now = time.perf_counter()
+        steps = ", ".join(f"{name};dur={(t - t0) * 1000:.1f}" for (_, t0), (name, t) in zip(marks, marks[1:]))
         headers = {"X-Model-Id": header_value(self.enhancer.model_id), "X-Skinray-Colour": header_value(colour),
                    "X-Skinray-Verdict": header_value(triage.verdict_header()),
                    "X-Skinray-Change": header_value(triage.change_header()),
-                   "Server-Timing": f"total;dur={(time.perf_counter() - started) * 1000:.1f}"}
+                   "Server-Timing": f"total;dur={(now - marks[0][1]) * 1000:.1f}, {steps}"}
         if body is None:  # /v1/assess
             return JSONResponse({"model_id": self.enhancer.model_id, "colour": colour, **triage.as_dict()},
                                 headers=headers)
         return Response(content=body, media_type=MEDIA[fmt], headers=headers)
 
     async def _enhance(self, request: Request, format: Optional[str], assess_only: bool = False) -> Response:
-        started = time.perf_counter()
+        marks = [("start", time.perf_counter())]
         deadline = time.monotonic() + self.args.request_timeout_s
         self._authorize(request)
         fmt = "png" if assess_only else self._output_format(format, request.headers.get("accept", ""))
         content_type, data = await self._image_bytes(request)
+        marks.append(("body", time.perf_counter()))
         if not data:
             raise _error(400, "empty body: send the image bytes")
         width, height, image_format = self._header(data, content_type, self.args.max_pixels, self._limits)
@@ -550,28 +583,28 @@ class EnhanceService:
             await self._budget.acquire(pixels, deadline - time.monotonic())
         except asyncio.TimeoutError:
             raise self._too_slow() from None
+        marks.append(("wait", time.perf_counter()))
         stop = threading.Event()
 
         def should_stop() -> bool:
             return stop.is_set() or time.monotonic() > deadline
 
-        try:  # each step drops what it no longer needs, so a request holds one copy of its pixels
-            decoded = await self._decode(stop, data, image_format)
-            del data
-            rgb, exif, colour = decoded.rgb, decoded.exif, decoded.colour  # sRGB; EXIF upright
-            del decoded
-            if should_stop():
-                raise EnhanceStopped("deadline")
-            enhanced = await self._restore(stop, should_stop, rgb)
-            triage = await self._in_thread(stop, self._assessed, rgb, enhanced)
-            del rgb
-            body = None if assess_only else await self._in_thread(stop, images.encode, enhanced, fmt, 95, exif)
-            del enhanced
+        body_box, out_fmt = [data], None if assess_only else fmt
+        del data  # in body_box: gone once decoded, so a request holds one copy of its pixels
+        try:
+            with self._decode_errors():
+                if self._batch_size > 1 and max(width, height) <= self.enhancer.tile:
+                    colour, triage, body = await self._batched_request(stop, body_box, image_format, out_fmt,
+                                                                       should_stop)
+                else:  # one hop to the executor for the whole request (tiled photos stop between tiles)
+                    colour, triage, body = await self._in_thread(stop, self._whole_request, body_box, image_format,
+                                                                 out_fmt, should_stop)
         except EnhanceStopped:
             raise self._too_slow() from None
         finally:
             await self._budget.release(pixels)
-        return self._reply(body, fmt, colour, triage, started)
+        marks.append(("work", time.perf_counter()))
+        return self._reply(body, fmt, colour, triage, marks)
 
     @api.post("/v1/batch", status_code=202)
     async def batch_submit(self, request: Request) -> JSONResponse:

@@ -70,7 +70,8 @@ def test_enhance_returns_same_size_png_from_the_one_predictor(endpoint):
     r = client.post("/v1/enhance", content=body, headers={"Content-Type": "image/jpeg"})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "image/png" and r.headers["x-model-id"]
-    assert "total;dur=" in r.headers["server-timing"]
+    timing = r.headers["server-timing"]  # the total first, then the steps (docs/endpoint.md)
+    assert timing.startswith("total;dur=") and all(f"{step};dur=" in timing for step in ("body", "wait", "work"))
     out = images.decode(r.content)
     expected = Enhancer.from_checkpoint(str(model_dir), device="cpu").enhance(images.decode(body))
     assert out.shape == (72, 50, 3)
