@@ -104,6 +104,12 @@ class DegradeConfig:
     # by up to this much (degrade.vary_uint8) before degrading, in input and target alike. Real
     # photos vary of themselves: 0 in the v3 recipe (0.2 in v2, for synthetic skin).
     natural_variation: float = 0.0
+    # Skin tones (degrade.vary_tone_uint8): a share tone_prob of the training photos is shown as
+    # the same lesion on darker skin (more melanin, optical depth uniform in [0, tone_depth];
+    # 0.7 takes very light skin to about brown) before degrading, in input and target alike, so
+    # the model learns that darker skin is no cast.
+    tone_prob: float = 0.0
+    tone_depth: float = 0.9
     # v3 light (degrade.relight): a share of the non-clean pairs re-lit by a black-body
     # illuminant uniform in mired between kelvin_min and kelvin_max, its green gain times
     # exp(u), u uniform in [-tint, tint], seen by a camera white-balanced for 6500 K
@@ -151,7 +157,7 @@ class DegradeConfig:
 
     def validate(self) -> None:
         for name in ("clean_fraction", "light_prob", "exposure_error_prob", "under_share", "jitter_fraction",
-                     "wb_prob", "exposure_prob", "blur_prob", "jpeg_prob", "noise_prob"):
+                     "wb_prob", "exposure_prob", "blur_prob", "jpeg_prob", "noise_prob", "tone_prob"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"degrade.{name}", f"must be in [0, 1], got {value}")
         for name in ("brightness", "contrast", "saturation"):
@@ -167,6 +173,8 @@ class DegradeConfig:
                  f"need 0 <= ev_extra <= ev_max <= 6 stops, got {self.ev_extra} and {self.ev_max}")
         _require(0.0 <= self.natural_variation <= 0.5, "degrade.natural_variation",
                  f"must be in [0, 0.5], got {self.natural_variation}")
+        _require(0.0 <= self.tone_depth <= 2.0, "degrade.tone_depth",
+                 f"must be in [0, 2] (optical depth of melanin added), got {self.tone_depth}")
         _require(0.0 <= self.hue <= 0.5, "degrade.hue", f"must be in [0, 0.5], got {self.hue}")
         _require(0.0 <= self.wb <= 1.0, "degrade.wb", f"must be in [0, 1], got {self.wb}")
         _require(0.0 <= self.exposure <= 3.0, "degrade.exposure",

@@ -106,6 +106,7 @@ def make_pairs(batch: dict[str, np.ndarray], *, split: str, image_size: int, deg
             continue
         rng = train_rng if split == "train" else degrade.key_rng(seed, key)
         clean = degrade.vary_uint8(clean, rng, cfg.natural_variation)
+        clean = degrade.vary_tone_uint8(clean, rng, cfg.tone_prob, cfg.tone_depth)
         drawn = degrade.sample(rng, cfg, image=clean)
         inputs[i] = degrade.apply_uint8(clean, drawn)
         targets[i] = clean

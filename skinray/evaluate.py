@@ -382,7 +382,9 @@ def _score_real(photo: harm.Photo, methods: list[Method], as_is: dict[str, np.nd
     outputs[harm.ORACLE_VON_KRIES] = harm.von_kries_oracle(cast, photo.img)
     outputs.update(oracle_outputs(cast, photo.img)[0])
     errors = {name: harm.cast_error(out, photo) for name, out in outputs.items()}
-    scores.real.append(harm.record(photo, good, errors, light))
+    dark = harm.darker(photo)
+    darker = {m.name: harm.good_row(m.fn(dark.img), dark) for m in methods if m.kind != "input"}
+    scores.real.append(harm.record(photo, good, errors, light, darker))
 
 
 def _fraction(model_db: float, degraded_db: float, oracle_db: float) -> float | None:

@@ -9,6 +9,10 @@ found) is scored two ways, for every method:
   illuminant with a tint, seen by a camera white-balanced for 6500 K, and an exposure error where
   the photo shows it, in linear light) under a draw never used in training; the output against
   the good photo: mean CIEDE2000 per photo.
+* **darker** (do no harm to darker skin): the good photo shown as the same lesion on darker skin
+  (:func:`skinray.degrade.melanin` of depth :data:`DARKER_DEPTH`: very light skin becomes about
+  brown), in; the output against that input, as **good**. Most real training and test photos
+  show very light skin; this row asks whether darker skin is taken for a warm, dark cast.
 
 ITA (individual typology angle, degrees) = atan2(L* - 50, b*) of the median L* and b* of the skin
 pixels: those outside the lesion mask when a mask is given, else all pixels. Bands (of the good
@@ -41,6 +45,7 @@ ORACLE_VON_KRIES = "oracle: von Kries gains + exposure"
 VON_KRIES_FIT = ("least squares of the good photo on the cast input per channel in linear light (3 gains: "
                  "white balance and exposure), pixels clipped in either left out")
 WORST = 8  # photos per contact sheet
+DARKER_DEPTH = 0.7  # melanin optical depth added for the "darker" row (degrade.melanin)
 
 
 # ----------------------------------------------------------------------------- masks
@@ -177,12 +182,19 @@ def von_kries_oracle(degraded: np.ndarray, good: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- tables
 
 
-def record(photo: Photo, good: dict[str, dict], cast: dict[str, float], light: degrade.Degradation) -> dict:
+def darker(photo: Photo) -> Photo:
+    """The good photo on darker skin (:data:`DARKER_DEPTH` of melanin), described like a good photo."""
+    return describe(photo.key, degrade.melanin_uint8(photo.img, DARKER_DEPTH), photo.mask)
+
+
+def record(photo: Photo, good: dict[str, dict], cast: dict[str, float], light: degrade.Degradation,
+           dark: dict[str, dict] | None = None) -> dict:
     """One photo's entry of metrics.json's ``real.per_photo``: its band, ITA, contrast, the cast's
-    light and every row's figures (``good`` by method, ``cast`` by method and oracle)."""
+    light and every row's figures (``good`` by method, ``cast`` by method and oracle, ``darker``
+    by method: its good row on darker skin)."""
     return {"key": photo.key, "band": photo.band, "ita": photo.ita, "mask": photo.mask is not None,
             "contrast": photo.contrast, "light": {"kelvin": light.kelvin, "tint": light.tint, "ev": light.ev},
-            "good": good, "cast": cast}
+            "good": good, "cast": cast, "darker": dark or {}}
 
 
 def _p95(values: list[float]) -> float:
@@ -223,6 +235,9 @@ def tables(records: list[dict], seed: int) -> dict:
             "thin_band_below": THIN_BAND, "cast_seed": seed, "cast_stream": CAST_STREAM,
             "good": {n: _by_band(records, lambda r, n=n: r["good"][n], _good_stats) for n in good_names},
             "cast": {n: _by_band(records, lambda r, n=n: r["cast"][n], _cast_stats) for n in cast_names},
+            "darker_depth": DARKER_DEPTH,
+            "darker": {n: _by_band(records, lambda r, n=n: r["darker"][n], _good_stats)
+                       for n in records[0].get("darker", {})},
             "oracle_fits": {ORACLE_VON_KRIES: VON_KRIES_FIT}, "per_photo": records}
 
 
@@ -230,7 +245,8 @@ def goals(real: dict, models: list[str], input_row: str, skin_prior: str | None)
     """Issue 20's goals per model, each True / False (None where not measured): good photos mean
     CIEDE2000 <= 1.0 and p95 <= 2.5, mean |ΔITA| <= 3, mean signed ΔITA within +-2 in every band of
     at least :data:`THIN_BAND` photos, lesion contrast changed <= 1.0; casts at most half the
-    input's and below Shades of Gray with a skin prior."""
+    input's and below Shades of Gray with a skin prior; the same photos on darker skin (the
+    "darker" row) changed by mean CIEDE2000 <= 1.0 and mean |ΔITA| <= 3."""
     found, cast_in = {}, real["cast"][input_row]["all"]["ciede2000_mean"]
     for name in models:
         good, cast = real["good"][name], real["cast"][name]
@@ -246,6 +262,9 @@ def goals(real: dict, models: list[str], input_row: str, skin_prior: str | None)
             "cast_below_skin_prior": None if skin_prior is None else
             cast["all"]["ciede2000_mean"] < real["cast"][skin_prior]["all"]["ciede2000_mean"],
         }
+        dark = real.get("darker", {}).get(name, {}).get("all")
+        found[name]["darker_ciede2000_mean_le_1"] = None if dark is None else dark["ciede2000_mean"] <= 1.0
+        found[name]["darker_ita_shift_abs_mean_le_3"] = None if dark is None else dark["ita_shift_abs_mean"] <= 3.0
     return found
 
 
@@ -301,7 +320,26 @@ def report_lines(real: dict) -> list[str]:
     for name, band in real["bands"].items():
         if band["count"]:
             lines += [_band_heading(name, band), ""] + _group_table(real, name) + [""]
-    return lines
+    return lines + _darker_lines(real)
+
+
+def _darker_lines(real: dict) -> list[str]:
+    """The good photos shown on darker skin: one row per method, over all photos and per band of
+    the photo before it was darkened."""
+    if not real.get("darker"):
+        return []
+    bands = [b for b, row in real["bands"].items() if row["count"]]
+    lines = ["## Real photos on darker skin: harm", "",
+             f"Each good photo shown as the same lesion on darker skin (melanin of optical depth "
+             f"{real['darker_depth']} added in linear light: very light skin becomes about brown), in; output vs "
+             "that input, as in **good**. Columns: over all photos, then by the band of the photo before it was "
+             "darkened. Cells: CIEDE2000 mean / mean ΔITA °.", "",
+             "| method | all | " + " | ".join(bands) + " |", "|---" * (len(bands) + 2) + "|"]
+    for name, groups in real["darker"].items():
+        cells = [f"{_cell(groups[g]['ciede2000_mean'])} / {_cell(groups[g]['ita_shift_mean'], 1, signed=True)}"
+                 if g in groups else "-" for g in ["all", *bands]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def goal_lines(found: dict) -> list[str]:
@@ -324,6 +362,9 @@ def printed_lines(real: dict) -> list[str]:
                 f"|ΔITA| {good['ita_shift_abs_mean']:4.1f}  ΔITA {good['ita_shift_mean']:+5.1f}  "
                 f"contrast {_cell(good['contrast_change_abs_mean'])}  ") if good and name != "degraded input" else ""
         text += f"cast CIEDE2000 {cast['ciede2000_mean']:5.2f} p95 {cast['ciede2000_p95']:5.2f}" if cast else ""
+        dark = real.get("darker", {}).get(name, {}).get("all")
+        if dark:
+            text += f"  darker skin CIEDE2000 {dark['ciede2000_mean']:5.2f} ΔITA {dark['ita_shift_mean']:+5.1f}"
         lines.append(f"[skinray] real {name:<36} {text}")
     return lines
 

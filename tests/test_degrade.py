@@ -395,3 +395,56 @@ def test_exposure_errors_are_drawn_only_past_what_good_photos_show():
     assert any(d.ev < 0 for d in draws) and any(d.ev > 0 for d in draws)
     no_photo = degrade.sample(np.random.default_rng(0), cfg)  # no photo, no exposure error
     assert no_photo.ev == 0.0
+
+
+# ----------------------------------------------------------------------------- skin tones
+
+
+def test_melanin_darkens_skin_towards_brown_and_zero_leaves_it():
+    from skinray import harm
+
+    photo = skin_image(1, 0, 64)
+    assert degrade.melanin_uint8(photo, 0.0).tolist() == photo.tolist()
+    before = harm.describe("p", photo, None)
+    after = harm.describe("p", degrade.melanin_uint8(photo, 0.7), None)
+    lab0, lab1 = before.lab.reshape(-1, 3).mean(0), after.lab.reshape(-1, 3).mean(0)
+    assert lab1[0] < lab0[0] - 15, "darker"
+    assert lab1[2] > lab0[2], "and yellower (melanin absorbs blue most)"
+    assert after.ita < before.ita - 30, "a skin-tone band or more lower"
+
+
+def test_skin_tone_variation_is_drawn_only_when_asked_and_carried_by_input_and_target(tmp_path):
+    import dataclasses
+    import io
+
+    from PIL import Image
+
+    from skinray.config import DegradeConfig as DC
+    from skinray.data import make_pairs
+
+    photo = skin_image(0, 6, 48)
+    rng = np.random.default_rng(5)
+    assert degrade.vary_tone_uint8(photo, rng, 0.0, 0.9) is photo
+    assert rng.random() == np.random.default_rng(5).random(), "probability 0 draws nothing"
+    darker = degrade.vary_tone_uint8(photo, np.random.default_rng(5), 1.0, 0.9)
+    assert darker.mean() < photo.mean()
+
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="PNG")
+    path = tmp_path / "good.png"
+    path.write_bytes(buf.getvalue())
+    cfg = dataclasses.asdict(DC(clean_fraction=1.0, tone_prob=1.0, tone_depth=0.9))
+    batch = {"key": np.array(["a"] * 8, dtype=object), "uri": np.array([str(path)] * 8, dtype=object)}
+    out = make_pairs(batch, split="train", image_size=48, degrade_cfg=cfg, seed=0, s3=None)
+    assert (out["input"] == out["target"]).all(), "a darker good photo is a good photo: the pair stays clean"
+    assert all(t.mean() < photo.mean() for t in out["target"]), "every target darkened (tone_prob 1)"
+
+
+def test_tone_settings_are_checked():
+    from skinray.config import DegradeConfig as DC
+    from skinray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tone_prob"):
+        DC(tone_prob=1.5).validate()
+    with pytest.raises(ConfigError, match="tone_depth"):
+        DC(tone_depth=-0.1).validate()

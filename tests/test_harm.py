@@ -69,3 +69,23 @@ def test_skin_prior_undoes_a_von_kries_cast_better_than_leaving_it():
     assert baselines.exposure_gain(PHOTO, reference) == 1.0  # a well-exposed photo is not re-exposed
     dark = harm.apply_gains(PHOTO, np.full(3, 0.1))
     assert baselines.exposure_gain(dark, reference) > 5  # an under-exposed one is
+
+
+def test_darker_skin_row_flags_a_method_that_takes_darker_skin_for_a_cast():
+    """The 'darker' row shows the good photo on darker skin: leaving it alone scores 0; a grey-world
+    correction towards light skin's colour (Shades of Gray to this very photo's own illuminant before
+    it was darkened) takes the darker, yellower skin for a warm cast and moves it by a lot."""
+    photo = harm.describe("p", PHOTO, _mask(PHOTO))
+    dark = harm.darker(photo)
+    assert dark.ita < photo.ita - 20 and dark.band != photo.band
+    assert harm.good_row(dark.img.copy(), dark)["ciede2000"] == 0.0
+    moved = harm.good_row(baselines.shades_of_gray(dark.img, target=baselines.reference_illuminant([PHOTO])), dark)
+    assert moved["ciede2000"] > 3 and moved["ita_shift"] > 10
+    light = harm.cast_draw(PHOTO, "p", 1)
+    rec = [harm.record(photo, {"m": harm.good_row(PHOTO, photo)}, {"m": 1.0, "degraded input": 2.0}, light,
+                       {"m": moved})]
+    real = harm.tables(rec, 1)
+    assert real["darker"]["m"]["all"]["ciede2000_mean"] == pytest.approx(moved["ciede2000"])
+    goals = harm.goals(real, ["m"], "degraded input", None)["m"]
+    assert goals["darker_ciede2000_mean_le_1"] is False and goals["good_ciede2000_mean_le_1"] is True
+    assert any("darker skin" in line for line in harm.report_lines(real))
