@@ -107,7 +107,7 @@ class DegradeConfig:
     # Skin tones (degrade.vary_tone_uint8): a share tone_prob of the training photos is shown as
     # the same lesion on darker skin (more melanin, optical depth uniform in [0, tone_depth];
     # 0.7 takes very light skin to about brown) before degrading, in input and target alike, so
-    # the model learns that darker skin is no cast.
+    # the model learns that darker skin is no cast. The recipe (jobs/configs/default.yaml) sets 0.5.
     tone_prob: float = 0.0
     tone_depth: float = 0.9
     # v3 light (degrade.relight): a share of the non-clean pairs re-lit by a black-body
