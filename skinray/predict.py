@@ -33,6 +33,9 @@ from skinray.model import channels_last
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+_IDENTITY_TABLES = list(range(256)) * 3  # Image.point's tables of a correction that changes nothing
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``auto``: CUDA if torch sees a GPU, else Apple ``mps`` if torch has it, else the CPU. A
     device asked for by name that torch cannot use is a :class:`ConfigError` naming it."""
@@ -224,11 +227,13 @@ class Enhancer:
 
     @torch.no_grad()
     def _table_filter(self, image: np.ndarray):
-        """(the whole image's colour mapping as a Pillow operation on 8-bit RGB, the model's
-        parameters for it)."""
+        """(the whole image's colour mapping as a Pillow operation on 8-bit RGB, or None when it
+        maps every level to itself; the model's parameters for it)."""
         params = self._whole_image_context(image).float()
         if self._point:  # three 256-entry tables, one per channel
             flat = self.model.channel_tables(params).cpu().numpy().reshape(-1).tolist()
+            if flat == _IDENTITY_TABLES:  # the model leaves the photo alone: no lookup to pay for
+                return None, params
             return (lambda strip: strip.point(flat)), params
         table = lut.to_pillow(self.model.mapping(params))
         return (lambda strip: strip.filter(table)), params
@@ -239,6 +244,8 @@ class Enhancer:
         colour-only lut's 3-D table on the CPU): the whole image's mapping, applied by Pillow
         strip by strip. Returns (output, the model's parameters of the mapping)."""
         mapped, params = self._table_filter(image)
+        if mapped is None:
+            return image.copy(), params
         out = np.empty_like(image)
 
         def strip(rows: slice) -> None:

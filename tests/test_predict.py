@@ -164,3 +164,13 @@ def test_one_pass_gives_the_output_and_the_correction_it_applied():
         for (out, fix), alone, expected in zip(together, enhancer.enhance_batch(photos), enhancer.corrections(photos)):
             np.testing.assert_array_equal(out, alone)
             assert fix == expected
+
+
+def test_a_light_model_that_leaves_the_photo_alone_returns_its_very_pixels_in_a_new_array():
+    """At initialisation the light model is the identity (zero correction): the photo comes back
+    bit-exact, its correction reported as no change, and the caller's array is not shared."""
+    image = synth.skin_image(seed=0, index=3, size=300)
+    enhancer = _enhancer("light")
+    [(out, correction)] = enhancer.enhance_corrected([image])
+    assert out.tobytes() == image.tobytes() and not np.shares_memory(out, image)
+    assert correction is not None and correction.gains == (1.0, 1.0, 1.0) and correction.ev == 0.0
