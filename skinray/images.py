@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError, features
 
 from skinray.config import MAX_PIXELS
-from skinray.errors import ImageDecodeError
+from skinray.errors import EnhanceStopped, ImageDecodeError
 from skinray.image_limits import DEFAULT_LIMITS, DecodeLimits, ImageLimitError  # noqa: F401 - re-exported
 from skinray.image_limits import check as check_limits
 
@@ -170,10 +170,25 @@ def _too_large(width: int, height: int, max_pixels: int) -> ImageTooLargeError:
                               f"(possible decompression bomb)", width * height, max_pixels)
 
 
+class _StoppableBytes(io.BytesIO):
+    """The bytes a decoder reads, which raise :class:`EnhanceStopped` once ``should_stop()`` is
+    true: Pillow feeds JPEG and PNG decoders 64 KB at a time, so their decode is abandoned at the
+    next block (WebP and TIFF are decoded in one call and finish first)."""
+
+    def __init__(self, data: bytes, should_stop):
+        super().__init__(data)
+        self._should_stop = should_stop
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._should_stop():
+            raise EnhanceStopped("stopped while decoding (should_stop)")
+        return super().read(size)
+
+
 def _open(data: bytes, max_pixels: int, formats: tuple[str, ...],
-          limits: DecodeLimits = DEFAULT_LIMITS) -> Image.Image:
+          limits: DecodeLimits = DEFAULT_LIMITS, should_stop=None) -> Image.Image:
     """Check the structure limits on the bytes, then parse the header only, with the allowed
-    plugins only; check the declared size."""
+    plugins only; check the declared size. ``should_stop``: see :class:`_StoppableBytes`."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     check_limits(data, limits, max_pixels)  # scans, tiles, chunks, frames: before any plugin sees the bytes
@@ -181,7 +196,8 @@ def _open(data: bytes, max_pixels: int, formats: tuple[str, ...],
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            img = Image.open(io.BytesIO(data), formats=list(formats))
+            img = Image.open(io.BytesIO(data) if should_stop is None else _StoppableBytes(data, should_stop),
+                             formats=list(formats))
     except Image.DecompressionBombError as exc:
         # Pillow's own guard (2 x Image.MAX_IMAGE_PIXELS) fired while opening: the declared
         # size is in its message. Report it as what it is, an image over the limit.
@@ -190,6 +206,8 @@ def _open(data: bytes, max_pixels: int, formats: tuple[str, ...],
         raise ImageTooLargeError(f"declared {pixels if pixels else 'more than ' + str(2 * Image.MAX_IMAGE_PIXELS)} "
                                  f"pixels exceeds the limit of {max_pixels} (possible decompression bomb)",
                                  pixels, max_pixels) from None
+    except EnhanceStopped:
+        raise
     except UnidentifiedImageError:
         for magic, name in _FOREIGN:
             if data.startswith(magic) and name.upper() not in formats:
@@ -289,7 +307,7 @@ def _kept_exif(exif: Image.Exif) -> tuple[bytes | None, str]:
 
 
 def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = IMAGE_FORMATS,
-                 limits: DecodeLimits = DEFAULT_LIMITS) -> Decoded:
+                 limits: DecodeLimits = DEFAULT_LIMITS, should_stop=None) -> Decoded:
     """Image bytes -> :class:`Decoded`: upright sRGB (H, W, 3) uint8, colour notes, EXIF to keep.
 
     Raises :class:`ImageDecodeError` (with a reason) for empty, truncated or non-image bytes,
@@ -300,9 +318,11 @@ def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, 
     size is the one checked. Peak memory is about the decoded image in its own mode plus the
     RGB result (e.g. 2 + 3 bytes per pixel for 16-bit gray, 4 + 3 for RGBA); the conversion to
     sRGB works strip by strip, in place. A bad ICC profile or EXIF block is never
-    an error: it is ignored and named in ``warning``.
+    an error: it is ignored and named in ``warning``. ``should_stop`` (a callable): once it is
+    true, a JPEG or PNG stops decoding at its next 64 KB of input with :class:`EnhanceStopped`
+    (the endpoint's deadline, or its client gone).
     """
-    img = _open(data, max_pixels, formats, limits)
+    img = _open(data, max_pixels, formats, limits, should_stop)
     warnings_: list[str] = []
     colour, exif = "untagged: assumed sRGB", None
     try:
@@ -327,7 +347,7 @@ def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, 
                     warnings_.append(problem)
             rgb = _to_rgb(img, transform)
             fmt = img.format or "unknown"
-    except ImageDecodeError:
+    except (ImageDecodeError, EnhanceStopped):
         raise
     except Exception as exc:  # noqa: BLE001 - a hostile body must not become a 500
         raise ImageDecodeError(f"cannot decode image ({type(exc).__name__}: {_one_line(exc)})") from None

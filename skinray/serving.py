@@ -506,8 +506,8 @@ class EnhanceService:
 
     def _decoded(self, body: list, image_format: str, should_stop) -> images.Decoded:
         """Decode the bytes in ``body`` (a one-item list, emptied so that the bytes can go once
-        decoded), then stop if the request is over."""
-        decoded = images.decode_photo(body.pop(), self.args.max_pixels, (image_format,), self._limits)
+        decoded); a JPEG or PNG stops part way once the request is over, any image after."""
+        decoded = images.decode_photo(body.pop(), self.args.max_pixels, (image_format,), self._limits, should_stop)
         if should_stop():
             raise EnhanceStopped("deadline")
         return decoded

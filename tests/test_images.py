@@ -303,3 +303,25 @@ def test_sixteen_bit_gray_keeps_full_precision_until_the_single_rounding():
     gray = np.array([[0, 128, 129, 32767, 65407, 65535]], np.uint16)  # 128/257 rounds to 0, 129/257 to 1
     out = images.decode(_save(Image.fromarray(gray), "PNG"))[0, :, 0]
     np.testing.assert_array_equal(out, np.floor(gray[0] / 257.0 + 0.5).astype(np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_decode_stops_part_way_when_asked(fmt):
+    """The endpoint's deadline or a client gone: should_stop turns true and a JPEG or PNG stops
+    at its next block of input, before the rest of it is decoded (issue 23)."""
+    from skinray.errors import EnhanceStopped
+
+    rng = np.random.default_rng(0)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (1000, 1000, 3), np.uint8)).save(out, format=fmt, quality=95)
+    data = out.getvalue()  # 2-3 MB: 30 to 50 blocks of 64 KB
+    assert images.decode_photo(data, should_stop=lambda: False).rgb.shape == (1000, 1000, 3)
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 6  # the header, then a few blocks of pixels
+
+    with pytest.raises(EnhanceStopped):
+        images.decode_photo(data, should_stop=should_stop)
+    assert len(asked) < len(data) // 65536  # many blocks were left unread
