@@ -306,6 +306,17 @@ def _kept_exif(exif: Image.Exif) -> tuple[bytes | None, str]:
         return None, f"EXIF unreadable ({type(exc).__name__}): dropped"
 
 
+def _exif_of(img: Image.Image) -> tuple[int, bytes | None, str]:
+    """(EXIF orientation, the EXIF block to keep, a problem to warn of or ""); unreadable EXIF is
+    no error: orientation 1, nothing kept, and the reason."""
+    try:
+        tags = img.getexif()
+        orientation = tags.get(_ORIENTATION, 1)  # before _kept_exif sets it to 1
+        return (orientation, *_kept_exif(tags))
+    except Exception as exc:  # noqa: BLE001
+        return 1, None, f"EXIF unreadable ({type(exc).__name__}): ignored"
+
+
 def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = IMAGE_FORMATS,
                  limits: DecodeLimits = DEFAULT_LIMITS, should_stop=None) -> Decoded:
     """Image bytes -> :class:`Decoded`: upright sRGB (H, W, 3) uint8, colour notes, EXIF to keep.
@@ -331,12 +342,7 @@ def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, 
             img.load()
             if img.size[0] * img.size[1] > max_pixels:  # a plugin may size the frame on load
                 raise _too_large(img.size[0], img.size[1], max_pixels)
-            try:
-                exif_tags = img.getexif()
-                orientation = exif_tags.get(_ORIENTATION, 1)
-                exif, problem = _kept_exif(exif_tags)
-            except Exception as exc:  # noqa: BLE001
-                orientation, exif, problem = 1, None, f"EXIF unreadable ({type(exc).__name__}): ignored"
+            orientation, exif, problem = _exif_of(img)
             if problem:
                 warnings_.append(problem)
             transform = None
