@@ -118,6 +118,8 @@ def read_metadata(uri: str, s3: storage.S3Options | None = None) -> dict[str, An
     degrade_cfg = meta.get("config", {}).get("degrade") if isinstance(meta.get("config"), dict) else None
     if isinstance(degrade_cfg, dict) and "light_prob" not in degrade_cfg:
         degrade_cfg.update(light_prob=0.0, exposure_error_prob=0.0)  # saved before the v3 light faults
+    if isinstance(degrade_cfg, dict) and "tone_prob" not in degrade_cfg:
+        degrade_cfg.update(tone_prob=0.0)  # saved before skin tones were varied in training
     return meta
 
 

@@ -107,8 +107,8 @@ class DegradeConfig:
     # Skin tones (degrade.vary_tone_uint8): a share tone_prob of the training photos is shown as
     # the same lesion on darker skin (more melanin, optical depth uniform in [0, tone_depth];
     # 0.7 takes very light skin to about brown) before degrading, in input and target alike, so
-    # the model learns that darker skin is no cast. The recipe (jobs/configs/default.yaml) sets 0.5.
-    tone_prob: float = 0.0
+    # the model learns that darker skin is no cast (0 in v2 and the poster's recipe).
+    tone_prob: float = 0.5
     tone_depth: float = 0.9
     # v3 light (degrade.relight): a share of the non-clean pairs re-lit by a black-body
     # illuminant uniform in mired between kelvin_min and kelvin_max, its green gain times
@@ -192,14 +192,14 @@ class DegradeConfig:
 # The v2 degradations (the default until model v3): 20% clean, good photos varied a little, the
 # poster's jitter on 60% of the others, casts and exposure + gamma on encoded values, more blur.
 V2_DEGRADE = DegradeConfig(
-    clean_fraction=0.2, natural_variation=0.2, light_prob=0.0, exposure_error_prob=0.0,
+    clean_fraction=0.2, natural_variation=0.2, tone_prob=0.0, light_prob=0.0, exposure_error_prob=0.0,
     jitter_fraction=0.6, wb_prob=0.3, exposure_prob=0.3, blur_prob=0.7,
 )
 
 # The poster's degradations: torchvision ColorJitter on 60% of images, always the box-down /
 # bicubic-up blur by 1.5-3x, no clean share and no other fault. jobs/configs/poster.yaml uses it.
 POSTER_DEGRADE = DegradeConfig(
-    clean_fraction=0.0, natural_variation=0.0, light_prob=0.0, exposure_error_prob=0.0,
+    clean_fraction=0.0, natural_variation=0.0, tone_prob=0.0, light_prob=0.0, exposure_error_prob=0.0,
     jitter_fraction=0.6, brightness=0.6, contrast=0.5, saturation=0.5, hue=0.05,
     wb_prob=0.0, exposure_prob=0.0,
     blur_prob=1.0, scale_min=1.5, scale_max=3.0, random_kernels=False,

@@ -66,11 +66,13 @@ def test_pairs_are_degraded_input_and_clean_target(pipeline):
     _, inputs, ok, error, targets = rows[key]
     assert ok, error
     assert inputs.shape == targets.shape == (24, 24, 3) and inputs.dtype == np.uint8
-    # The target is the photo itself, resized and varied a little (natural_variation): exactly so
-    # for validation pairs, whose draws are a function of (seed, key).
+    # The target is the photo itself, resized, varied a little (natural_variation) and maybe shown
+    # on darker skin (tone_prob): exactly so for validation pairs, whose draws are a function of (seed, key).
     key = next(k for k, r in photos.items() if r["split"] == "val")
     photo = images.resize_square(images.decode(storage.read_bytes(photos[key]["uri"])), 24)
-    varied = degrade.vary_uint8(photo, degrade.key_rng(cfg.data.seed, key), cfg.degrade.natural_variation)
+    rng = degrade.key_rng(cfg.data.seed, key)
+    varied = degrade.vary_tone_uint8(degrade.vary_uint8(photo, rng, cfg.degrade.natural_variation), rng,
+                                     cfg.degrade.tone_prob, cfg.degrade.tone_depth)
     np.testing.assert_array_equal(_pairs(datasets["val"])[key][4], varied, err_msg=key)
     good = [v for v in rows.values() if v[2]]
     clean = [v for v in good if v[0] == "clean"]
@@ -138,7 +140,8 @@ def test_training_pairs_mix_in_the_configured_share_of_synthetic_photos(tmp_path
     synth.write_dataset(str(tmp_path / "synthetic"), 6, size=16, seed=2)
     cfg = load_config(overrides={"data.source": str(tmp_path / "real"), "data.synthetic": str(tmp_path / "synthetic"),
                                  "data.synthetic_share": 0.25, "data.val_fraction": 0.25, "data.image_size": 16,
-                                 "degrade.natural_variation": 0.0})  # targets: the photos as they are
+                                 "degrade.natural_variation": 0.0,
+                                 "degrade.tone_prob": 0.0})  # targets: the photos as they are
     manifest = ingest.load_or_build_manifest(cfg)
     pool = data.synthetic_pool(cfg)
     tables = data.training_tables(manifest, cfg, len(pool))
