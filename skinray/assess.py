@@ -232,8 +232,11 @@ def clipping(rgb: np.ndarray) -> tuple[float, float]:
 
 
 def change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
-    """(mean, 95th percentile) CIEDE2000 of ``after`` against ``before`` on a grid of pixels."""
+    """(mean, 95th percentile) CIEDE2000 of ``after`` against ``before`` on a grid of pixels;
+    exactly 0, without the colour conversions, where the grid is unchanged (a photo left alone)."""
     a, b = _grid(before), _grid(after)
+    if np.array_equal(a, b):  # the same pixels: CIEDE2000 0 everywhere
+        return 0.0, 0.0
     de = colour.ciede2000(colour.srgb_to_lab(a), colour.srgb_to_lab(b))
     return float(de.mean()), float(np.percentile(de, 95))
 
