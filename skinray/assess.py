@@ -12,8 +12,9 @@ photo costs about what a 0.25 MP one does):
   skin pixels, :func:`skinray.baselines.skin_illuminant`, against :data:`REFERENCE_SKIN`) and the
   exposure the enhancer applied (the skin's luminance after / before);
 * the change: mean and 95th-percentile CIEDE2000 of ``after`` against ``before``;
-* sharpness as an effective resolution: the largest down-up factor (box down, bicubic up, as the
-  training degradations blur) that leaves the photo almost unchanged (:func:`blur_factor`);
+* sharpness as an effective resolution: the down-up factor (box down, bicubic up, as the
+  training degradations blur) up to which the photo is almost unchanged, the noise floor and the
+  JPEG block edges discounted (:func:`blur_factor`);
 * the share of the skin clipped in highlights and in shadows (:func:`clipping`);
 * the noise level (8-bit levels, Immerkaer's estimator on flat areas) and the JPEG blockiness
   (1 = none);
@@ -128,10 +129,15 @@ def _luminance8(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
 
 
+def _crop_origin(rgb: np.ndarray, side: int = SAMPLE_SIDE) -> tuple[int, int]:
+    """(top, left) of the centred ``side`` x ``side`` crop."""
+    h, w = rgb.shape[:2]
+    return max(0, (h - side) // 2), max(0, (w - side) // 2)
+
+
 def _crop(rgb: np.ndarray, side: int = SAMPLE_SIDE) -> np.ndarray:
     """The luma of the centred ``side`` x ``side`` crop (the whole photo if smaller)."""
-    h, w = rgb.shape[:2]
-    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    top, left = _crop_origin(rgb, side)
     return _luminance8(rgb[top:top + side, left:left + side])
 
 
@@ -148,28 +154,60 @@ def _down_up(plane: np.ndarray | Image.Image, factor: float) -> np.ndarray:
     return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
 
 
-def blur_factor(rgb: np.ndarray, loss: float = 0.15) -> float:
-    """The photo's effective resolution as the down-up factor it matches: the largest of
-    :data:`FACTORS` whose down-up (box down, bicubic up) removes at most ``loss`` of the detail
-    that the largest factor removes (mean squared difference, luma, central crop). A sharp photo
-    gives 1; a photo shot or stored at 1/3 of its pixel size about 3."""
+def _white_loss(factor: float, shape: tuple[int, int]) -> float:
+    """The share of white noise's variance that a down-up by ``factor`` removes on a plane of
+    ``shape`` (measured once on a fixed draw, then cached)."""
+    key = (factor, shape)
+    if key not in _WHITE:
+        white = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        diff = white - _down_up(white, factor)
+        _WHITE[key] = float(np.vdot(diff, diff) / np.vdot(white, white))
+    return _WHITE[key]
+
+
+_WHITE: dict[tuple[float, tuple[int, int]], float] = {}
+
+
+def blur_factor(rgb: np.ndarray, loss: float = 0.15, noise: float | None = None) -> float:
+    """The photo's effective resolution as the down-up factor it matches: where the detail a
+    down-up (box down, bicubic up) removes reaches ``loss`` of what the largest of
+    :data:`FACTORS` removes (mean squared difference, luma, central crop), interpolated between
+    the two factors that bracket it. A sharp photo gives 1; a photo shot or stored at 1/3 of its
+    pixel size about 3.
+
+    Robust to sensor noise and JPEG: the share of white noise of sigma ``noise`` (8-bit levels;
+    :func:`noise_sigma` when None) that each down-up removes is subtracted from what it removes,
+    so noise added after a blur does not read as detail; and the rows and columns on either side
+    of the 8 x 8 JPEG block edges (of the whole photo's grid) are left out, so blocking does not
+    either."""
     plane = _crop(rgb)
     if min(plane.shape) < 4 * FACTORS[-1]:
         return float("nan")
+    sigma = noise_sigma(rgb) if noise is None else noise
+    variance = 0.0 if math.isnan(sigma) else sigma * sigma
+    top, left = _crop_origin(rgb)
+    rows = (top + np.arange(plane.shape[0])) % 8 % 7 != 0  # image rows 8k - 1 and 8k: a block edge's sides
+    cols = (left + np.arange(plane.shape[1])) % 8 % 7 != 0
     image = Image.fromarray(plane, mode="F")  # made once for the bisection's down-ups
+    seen: dict[float, float] = {1.0: 0.0}
 
     def lost(f: float) -> float:
-        diff = plane - _down_up(image, f)
-        return float(np.vdot(diff, diff)) / diff.size
+        if f not in seen:
+            diff = (plane - _down_up(image, f))[rows][:, cols]
+            seen[f] = max(0.0, float(np.vdot(diff, diff)) / diff.size - variance * _white_loss(f, plane.shape))
+        return seen[f]
 
     reference = lost(FACTORS[-1])
-    if reference <= 1e-6:  # a flat image: no detail to lose
+    if reference <= 1e-6:  # a flat image (or nothing above the noise): no detail to lose
         return 1.0
-    lo, hi = -1, len(FACTORS) - 1  # the detail lost grows with the factor: bisect for the last one under
+    factors = (1.0, *FACTORS)
+    lo, hi = 0, len(factors) - 1  # the detail lost grows with the factor: bisect for the last one under
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if lost(FACTORS[mid]) <= loss * reference else (lo, mid)
-    return float(FACTORS[lo]) if lo >= 0 else 1.0
+        lo, hi = (mid, hi) if lost(factors[mid]) <= loss * reference else (lo, mid)
+    below, above = lost(factors[lo]), lost(factors[hi])
+    t = min(1.0, max(0.0, (loss * reference - below) / max(above - below, 1e-9)))
+    return float(factors[lo] * (factors[hi] / factors[lo]) ** t)  # geometric interpolation
 
 
 def noise_sigma(rgb: np.ndarray) -> float:
@@ -294,8 +332,9 @@ def assess(before: np.ndarray, after: np.ndarray, fix: Correction | None = None,
     source = "model" if fix is not None else "estimated"
     fix = fix if fix is not None else estimated_correction(before, after)
     high, low = clipping(before)
-    m = {"blur_factor": blur_factor(before), "clipped_high": high, "clipped_low": low,
-         "noise": noise_sigma(before)}
+    noise = noise_sigma(before)
+    m = {"blur_factor": blur_factor(before, noise=noise), "clipped_high": high, "clipped_low": low,
+         "noise": noise}
     reasons = _reasons(m, cfg)
     verdict = "retake" if reasons else "corrected" if de_mean >= cfg.change else "good"
     return Assessment(verdict, tuple(reasons), fix.kelvin, fix.tint, fix.gains, fix.ev, fix.confidence, source,

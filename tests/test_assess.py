@@ -50,6 +50,21 @@ def test_blurred_photo_is_retake_blurred(enhancer, clean):
                                  AssessConfig(blur_factor=5.0)).reasons
 
 
+@pytest.mark.parametrize("fault", ["noise", "jpeg"])
+def test_blur_is_read_through_sensor_noise_and_jpeg(clean, fault):
+    # Noise added after a blur used to read as detail (a 3x blur plus noise read 1.0), and JPEG
+    # block edges too: the noise floor and the block edges are now discounted.
+    f = clean.astype(np.float32) / 255.0
+
+    def spoil(img):
+        return _u8(degrade.add_noise(img, 0.04, seed=3) if fault == "noise" else degrade.jpeg(img, 30))
+    blurred, sharp = spoil(degrade.down_up(f, 3.0)), spoil(f)
+    assert assess.blur_factor(blurred) >= AssessConfig().blur_factor
+    assert assess.blur_factor(sharp) < 2.5
+    # the noise handed in is the one the assessment measures
+    assert assess.blur_factor(blurred, noise=assess.noise_sigma(blurred)) == assess.blur_factor(blurred)
+
+
 def test_cast_photo_is_corrected_and_its_light_measured(enhancer, clean):
     kelvin = 3500.0
     cast = _u8(degrade.relight(clean.astype(np.float32) / 255.0, kelvin))
