@@ -119,7 +119,7 @@ def previous_outputs(dst: paths.Location, s3) -> set[str]:
     manifest: then nothing already there counts as skinray's)."""
     try:
         data = _read(dst.join(f"{REPORT_DIR}/manifest.parquet"), s3)
-        table = pq.read_table(pa.BufferReader(data))
+        table = pq.ParquetFile(pa.BufferReader(data)).read()  # not read_table: it imports pandas (0.7 s)
     except (SkinrayError, OSError, ValueError, pa.ArrowException):
         return set()
     rows = table.select([c for c in ("output_key", "status", "owned") if c in table.column_names]).to_pylist()
@@ -490,7 +490,7 @@ def _local_batches(todo: list[dict], cfg: EnhanceConfig, s3, loaded):
         if not torch.cuda.is_available():
             raise SkinrayError("enhance: gpu was asked for but torch sees no CUDA device here; run without "
                                "--gpu, or with --ray on a cluster with GPU workers")
-    import torch
+    from skinray.predict import one_torch_thread
 
     if cfg.gpu:
         stage = EnhanceStage(cfg.model, s3, cfg.tile, cfg.tile_margin, loaded=loaded, device="cuda",
@@ -501,16 +501,9 @@ def _local_batches(todo: list[dict], cfg: EnhanceConfig, s3, loaded):
             return encode_write(stage(batch), quality=cfg.quality, s3=s3, strip_metadata=cfg.strip_metadata)
     else:
         fused = CpuStage(cfg, s3, loaded=loaded)  # the Ray job's CPU actor, here with all the cores
-    # One intra-op thread per image or tile, as in the Ray actor (Ray sets OMP_NUM_THREADS to its
-    # 1 CPU): some CPU kernels sum in a thread-count-dependent order, and 2 threads changed ~1e-6
-    # of a 12 MP photo's values by 1 grey level. The cores work on different tiles instead.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():  # as in the Ray actor; the cores work on different tiles instead
         for rows in batches(todo, cfg.batch_size):
             yield _report_rows(fused(_numpy_batch(rows)))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _ray_batches(todo: list[dict], cfg: EnhanceConfig, s3, ray_address: str | None,
@@ -580,12 +573,29 @@ def _enhance_all(todo: list[dict], cfg: EnhanceConfig, s3, model, execution: str
     return rows
 
 
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def table_of(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Report rows as an Arrow table of ``schema`` (NaN kept as NaN, None as null), through
+    Arrow's C++ JSON reader: ``pa.Table.from_pylist`` (and every ``pa.array``) imports pandas,
+    0.5-1 s of a one-photo command that never uses it."""
+    if not rows:
+        return schema.empty_table()
+    from pyarrow import json as pajson
+
+    lines = "\n".join(json.dumps({name: row[name] for name in schema.names}, default=_plain) for row in rows)
+    options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    return pajson.read_json(pa.BufferReader(lines.encode()), parse_options=options).select(schema.names)
+
+
 def _write_manifest(manifest_uri: str, rows: list[dict], counts: dict[str, int], s3) -> None:
     """The report's rows as Parquet, sorted by key; if it cannot be written (e.g. a full disk),
     the error carries the counts and the failed keys instead."""
-    table = pa.Table.from_pylist([{k: r[k] for k in REPORT_SCHEMA.names} for r in rows], schema=REPORT_SCHEMA)
+    table = table_of(sorted(rows, key=lambda r: r["key"]), REPORT_SCHEMA)  # sort_by imports pyarrow.compute (0.2 s)
     sink = pa.BufferOutputStream()
-    pq.write_table(table.sort_by("key"), sink)
+    pq.write_table(table, sink)
     try:
         _write(manifest_uri, sink.getvalue().to_pybytes(), s3, replace=True)
     except SkinrayError as exc:  # e.g. a full disk: the report's counts and failures go in the error
@@ -641,7 +651,7 @@ def run(cfg: EnhanceConfig, s3: storage.S3Options | None = None, ray_address: st
     src, dst = paths.check_job(cfg.input, cfg.output, roots, cfg.overwrite, cfg.follow_symlinks)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     started = time.time()
-    model = checkpoint.load(cfg.model, s3=s3)  # fail fast, before Ray, on a bad model URI
+    model = checkpoint.load(cfg.model, s3=s3, inference=True)  # fail fast, before Ray, on a bad model URI
     todo, final = plan(cfg, s3, src, dst)
     progress = _Progress(len(todo) + len(final),
                          callback=ProgressReport(dst, s3, len(todo) + len(final), then=on_progress))

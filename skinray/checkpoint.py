@@ -22,18 +22,21 @@ import json
 import pickle
 import re
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+import numpy as np
 
 import skinray
 from skinray import storage
 from skinray.config import Config
 from skinray.errors import CheckpointError, SkinrayError
-from skinray.model import build_model
+
+if TYPE_CHECKING:  # torch is imported where a torch model is built: the light model's inference needs none
+    import torch
+    from torch import nn
 
 BUNDLED = "bundled"  # the model shipped inside the package: the default --model everywhere
 BUNDLED_DIR = Path(__file__).resolve().parent / "models" / "default"
@@ -49,9 +52,11 @@ LEGACY_SECTIONS = ("enhance",)
 
 @dataclass
 class LoadedModel:
-    """A model in eval mode plus everything saved with it."""
+    """A model in eval mode plus everything saved with it: a torch module, or for a ``light``
+    model loaded for inference (:func:`load` with ``inference=True``) its numpy twin
+    :class:`skinray.light.LightTables`."""
 
-    model: nn.Module
+    model: Any
     config: Config
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -65,7 +70,7 @@ class LoadedModel:
         return f"{self.config.train.name}-e{epoch}-{self.fingerprint[:8] or 'nodata'}"
 
 
-def unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: "nn.Module") -> "nn.Module":
     return model.module if hasattr(model, "module") else model  # DistributedDataParallel
 
 
@@ -73,6 +78,8 @@ def save(directory: str | Path, model: nn.Module, config: Config, metrics: dict[
          history: list[dict[str, Any]] | None = None, fingerprint: str = "",
          optimizer: torch.optim.Optimizer | None = None, epoch: int | None = None) -> Path:
     """Write a checkpoint into a local folder (created if needed); returns the folder."""
+    import torch
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
@@ -137,8 +144,10 @@ def _resolve(uri: str, s3: storage.S3Options | None) -> str:
     return uri
 
 
-def _build(config: Config) -> nn.Module:
+def _build(config: Config) -> "nn.Module":
     """The model a saved config names: the enhancer, or a downstream model when ``model.task`` is set."""
+    from skinray.model import build_model
+
     if config.model.task:
         from skinray.downstream import build_task_model  # it imports this module
 
@@ -153,8 +162,13 @@ _REFUSED_PICKLE = ("{path}: refused: it holds Python objects beyond tensors, and
                    "skinray bundle), or re-save the weights as a plain state dict of tensors")
 
 
-def load(uri: str | Path, device: str | torch.device = "cpu", s3: storage.S3Options | None = None) -> LoadedModel:
-    """Rebuild the saved model (eval mode, on ``device``) from a local or S3 checkpoint."""
+def load(uri: str | Path, device: "str | torch.device" = "cpu", s3: storage.S3Options | None = None,
+         inference: bool = False) -> LoadedModel:
+    """Rebuild the saved model (eval mode, on ``device``) from a local or S3 checkpoint.
+
+    ``inference=True``: a ``light`` model (the default architecture) comes back as its numpy
+    twin (:class:`skinray.light.LightTables`), read without importing PyTorch; every other
+    model as its torch module."""
     uri = _resolve(str(uri), s3)
     meta = read_metadata(uri, s3)
     try:
@@ -162,29 +176,99 @@ def load(uri: str | Path, device: str | torch.device = "cpu", s3: storage.S3Opti
         config.validate(("model",))  # ranges checked before anything is built (lut_bases=1e8: 51 GB)
     except SkinrayError as exc:
         raise CheckpointError(f"{uri}: saved config is invalid ({exc})") from None
-    model = _build(config)
+    where = storage.join(uri, MODEL_FILE)
     try:
-        state = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, MODEL_FILE), s3)),
-                           map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        raw = storage.read_bytes(where, s3)
     except SkinrayError:
         raise CheckpointError(f"{uri}: {MODEL_FILE} is missing") from None
-    except pickle.UnpicklingError:  # weights_only refused a global; PyTorch's advice is to turn that off
-        raise CheckpointError(_REFUSED_PICKLE.format(path=storage.join(uri, MODEL_FILE))) from None
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{uri}: {MODEL_FILE} is corrupt or does not match the saved config "
-                              f"({str(exc)[:200]})") from None
-    model.to(device).eval()
+    from skinray import light
+
+    if inference and light.is_light(config.model):
+        try:
+            model = light.LightTables(read_state(raw, where), config.model.thumbnail)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{uri}: {MODEL_FILE} is corrupt or does not match the saved config "
+                                  f"({str(exc)[:200]})") from None
+    else:
+        model = _torch_model(config, raw, uri, device)
     return LoadedModel(model=model, config=config, metrics=meta.get("metrics", {}),
                        history=meta.get("history", []), fingerprint=meta.get("data_fingerprint", ""),
                        uri=uri)
 
 
-def load_training_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+def _torch_model(config: Config, raw: bytes, uri: str, device) -> "nn.Module":
+    import torch
+
+    model = _build(config)
+    try:
+        model.load_state_dict(torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True))
+    except pickle.UnpicklingError:  # weights_only refused a global; PyTorch's advice is to turn that off
+        raise CheckpointError(_REFUSED_PICKLE.format(path=storage.join(uri, MODEL_FILE))) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{uri}: {MODEL_FILE} is corrupt or does not match the saved config "
+                              f"({str(exc)[:200]})") from None
+    return model.to(device).eval()
+
+
+# torch.save's zip format, read as data without PyTorch: data.pkl names each tensor's storage
+# (a file data/KEY of raw little-endian values), offset, shape and strides.
+_STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+             "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
+             "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_}
+
+
+def read_state(raw: bytes, where: str) -> dict[str, np.ndarray]:
+    """A ``model.pt`` state dict as numpy arrays, without PyTorch: only tensors in plain or
+    ordered dicts are accepted; anything else (a pickle that would build other objects or run
+    code) is refused as :func:`load` refuses it."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+        pickled = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+    except (zipfile.BadZipFile, StopIteration, ValueError) as exc:
+        raise CheckpointError(f"{where}: not a PyTorch weights file ({exc or 'no data.pkl'})") from None
+    prefix = pickled[: -len("data.pkl")]
+    byteorder = archive.read(prefix + "byteorder").decode() if prefix + "byteorder" in archive.namelist() else "little"
+
+    def rebuild(storage_, offset, size, stride, *_):
+        itemsize = storage_.dtype.itemsize
+        return np.lib.stride_tricks.as_strided(storage_[offset:], tuple(size),
+                                               tuple(s * itemsize for s in stride)).copy()
+
+    class StateUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("collections", "OrderedDict"):
+                return dict
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return rebuild
+            if module == "torch" and name in _STORAGES:
+                return _STORAGES[name]
+            raise pickle.UnpicklingError(f"GLOBAL {module} {name}")
+
+        def persistent_load(self, pid):
+            kind, dtype, key, _location, _numel = pid
+            if kind != "storage":
+                raise pickle.UnpicklingError(f"persistent id {kind!r}")
+            values = np.frombuffer(archive.read(f"{prefix}data/{key}"), np.dtype(dtype))
+            return values.byteswap() if byteorder != "little" else values  # numbers in native order
+
+    try:
+        state = StateUnpickler(io.BytesIO(archive.read(pickled))).load()
+    except pickle.UnpicklingError:
+        raise CheckpointError(_REFUSED_PICKLE.format(path=where)) from None
+    except (EOFError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{where}: corrupt ({str(exc)[:200]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
+        raise CheckpointError(f"{where}: not a state dict of tensors")
+    return state
+
+
+def load_training_state(directory: str | Path, model: "nn.Module", optimizer: "torch.optim.Optimizer",
                         where: str | None = None) -> tuple[int, list[dict[str, Any]]]:
     """Restore weights and optimizer in place from a local checkpoint folder; returns
     (next epoch to run, history so far). ``where``: the checkpoint's URI for error messages
     (default: the folder)."""
+    import torch
+
     directory = Path(directory)
     where = where or str(directory)
     meta = read_metadata(str(directory), None)
@@ -211,6 +295,8 @@ def _parse_training_state(source: bytes | None, where: str) -> dict[str, Any]:
     """``training_state.pt`` as data only ({"optimizer": state dict, "epoch": int}); a file that
     needs full unpickling is refused, not executed. ``where``: the checkpoint folder's URI."""
     path = storage.join(where, STATE_FILE)
+    import torch
+
     if source is None:
         raise CheckpointError(f"{path}: missing; this checkpoint cannot be resumed (start a new run "
                               f"with another --name; --set train.init={where} keeps its weights)")

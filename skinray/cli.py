@@ -297,7 +297,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SkinrayError(f"serve: refusing to listen on {args.host} without an API key: set "
                            f"SKINRAY_API_KEY or --api-key-file (anyone who reaches the port could "
                            f"start archive jobs)")
-    checkpoint.load(args.model, s3=storage.S3Options.from_env(args.s3_endpoint))  # fail before Ray starts
+    s3 = storage.S3Options.from_env(args.s3_endpoint)
+    checkpoint.load(args.model, s3=s3, inference=True)  # fail before Ray starts
     with socket.socket() as probe:
         try:
             probe.bind((args.host, args.port))

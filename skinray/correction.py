@@ -58,9 +58,13 @@ def light_of(gains: np.ndarray) -> tuple[float, float]:
 
 
 def from_params(model, params) -> Correction:
-    """A ``light`` model's (1, 4) parameters -> the :class:`Correction` it applies."""
-    gains = model.gains(params.float())[0].cpu().numpy().astype(np.float64)  # (3,)
-    confidence = float(model.confidence(params.float())[0])
+    """A ``light`` model's (1, 4) parameters -> the :class:`Correction` it applies (the numpy
+    :class:`skinray.light.LightTables` and its numpy parameters, or the torch module and tensors)."""
+    if hasattr(params, "detach"):  # torch
+        params = params.detach().float()
+        gains, confidence = model.gains(params)[0].cpu().numpy().astype(np.float64), float(model.confidence(params)[0])
+    else:
+        gains, confidence = np.asarray(model.gains(params), np.float64)[0], float(model.confidence(params)[0])
     ev = float(params[0, 2]) * confidence  # the cast part keeps white's luminance: all of it is here
     kelvin, tint = light_of(gains)
     return Correction(gains=tuple(float(g) for g in gains), ev=ev, confidence=confidence,

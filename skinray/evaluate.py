@@ -41,10 +41,9 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sparse
@@ -55,6 +54,7 @@ from skinray import baselines, colour, degrade, harm, images, ingest, lut, stora
 from skinray.config import POSTER_DEGRADE, Config, DegradeConfig
 from skinray.errors import SkinrayError
 from skinray.metrics import psnr, ssim_per_image
+from skinray.predict import one_torch_thread
 
 MS_SSIM_MIN_SIDE = 161  # pytorch_msssim's 5 scales with an 11-pixel window need a side > 160
 CLASSICAL = ("gray_world", "shades_of_gray", "clahe")
@@ -139,15 +139,6 @@ def load_split(data_uri: str, cfg: Config, size: int, limit: int, split: str,
     return [(r["key"], _image(r, size, s3)) for r in split_rows(manifest_rows(data_uri, cfg, s3), split, limit)]
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """One torch thread inside the block: on busy cores, small convolutions run faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def score(out: np.ndarray, ref: np.ndarray, ref_lab: np.ndarray | None = None) -> dict[str, float]:
@@ -161,7 +152,7 @@ def score(out: np.ndarray, ref: np.ndarray, ref_lab: np.ndarray | None = None) -
     x = torch.tensor(out).permute(2, 0, 1)[None].float() / 255.0
     y = torch.tensor(ref).permute(2, 0, 1)[None].float() / 255.0
     ref_lab = colour.srgb_to_lab(ref) if ref_lab is None else ref_lab
-    with _one_thread():
+    with one_torch_thread():  # on busy cores small convolutions run faster so
         result = {"psnr": float(psnr(x, y).clamp(max=100)), "ssim": float(ssim_per_image(x, y)), "ms_ssim": None,
                   "ciede2000": float(np.mean(colour.ciede2000(colour.srgb_to_lab(out), ref_lab)))}
         if big:
@@ -349,7 +340,7 @@ def score_all(samples: list[tuple[str, np.ndarray]], methods: list[Method], cfg:
     threads made small models ~20x slower)."""
     names = [m.name for m in methods] + list(ORACLES)
     scores = Scores({s: {n: [] for n in names} for s in SUBSETS}, {m.name: 0.0 for m in methods})
-    with _one_thread():
+    with one_torch_thread():  # on busy cores small convolutions run faster so
         for i, (key, clean) in enumerate(samples):
             as_is = _score_image(key, clean, methods, cfg, seed, scores, grid=i < GRID_IMAGES)
             _score_real(harm.describe(key, clean, (masks or {}).get(key)), methods, as_is, seed, scores)
@@ -517,7 +508,7 @@ def _write_report(metrics: dict, scores: Scores, methods: list[Method], loaded: 
 def _contact_sheets(scores: Scores, methods: list[Method], held: HeldOut, seed: int, out_dir: Path) -> dict:
     """Per model: the worst photos by harm and by residual cast (harm.contact_sheet)."""
     photos = dict(held.samples)
-    with _one_thread():
+    with one_torch_thread():  # on busy cores small convolutions run faster so
         return {f"worst_photos_{j}": harm.contact_sheet(scores.real, m.name, m.fn, photos, seed,
                                                         out_dir / f"worst_photos_{j}.png")
                 for j, m in enumerate(m for m in methods if m.kind == "model")}

@@ -15,22 +15,41 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from skinray import checkpoint, correction, lut, storage
+from skinray import checkpoint, correction, storage
 from skinray.checkpoint import LoadedModel
 from skinray.config import DEVICES, PRECISIONS, TILE, TILE_MARGIN
 from skinray.correction import Correction
 from skinray.errors import ConfigError, EnhanceStopped
-from skinray.model import channels_last
+from skinray.light import LightTables
 
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:  # imported where a torch model runs: the light model (the default) needs no torch
+    import torch
+
+
+def _dtype(precision: str):
+    import torch
+
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class _HostCpu:
+    """The device of a light model: its thumbnail network runs in numpy and Pillow applies its
+    tables, on the CPU (``torch.device("cpu")``'s ``type`` and ``str``, without importing torch)."""
+
+    type = "cpu"
+
+    def __str__(self) -> str:
+        return "cpu"
+
+    __repr__ = __str__
 
 
 _IDENTITY_TABLES = list(range(256)) * 3  # Image.point's tables of a correction that changes nothing
@@ -39,6 +58,8 @@ _IDENTITY_TABLES = list(range(256)) * 3  # Image.point's tables of a correction 
 def resolve_device(device: str | torch.device) -> torch.device:
     """``auto``: CUDA if torch sees a GPU, else Apple ``mps`` if torch has it, else the CPU. A
     device asked for by name that torch cannot use is a :class:`ConfigError` naming it."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     name = str(device).lower()
@@ -60,6 +81,8 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     ``auto``: bf16 on CUDA where the GPU supports it, else fp16 (with channels_last); fp32 on
     the CPU and on ``mps``. Asked explicitly, bf16 also runs on the CPU (autocast; within a few
     grey levels of fp32); fp16 on the CPU is refused (no fast CPU kernels: slower than fp32)."""
+    import torch
+
     device = torch.device(device) if not isinstance(device, torch.device) else device
     if precision not in PRECISIONS:
         raise ConfigError(f"enhance.precision: unknown {precision!r}; choose from {PRECISIONS}")
@@ -71,6 +94,25 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
         raise ConfigError("enhance.precision: fp16 needs a GPU (cuda or mps); on the CPU choose fp32 or "
                           "bf16, or auto")
     return precision
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """One intra-op torch thread while in the block, as in a 1-CPU Ray actor (Ray sets
+    OMP_NUM_THREADS to its 1 CPU): some CPU kernels sum in a thread-count-dependent order, and 2
+    threads changed ~1e-6 of a 12 MP photo's values by 1 grey level; the cores work on
+    different tiles instead. Nothing to set where torch was never imported (a light model runs
+    without it)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cpu_threads() -> int:
@@ -97,12 +139,7 @@ class Enhancer:
         # 1-CPU Ray actor, so the bytes do not depend on the count (see cpu_threads()).
         self.threads = threads
         self.loaded = loaded
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self._dtype = _DTYPES[self.precision]
-        self.model = loaded.model.to(self.device).eval()
-        if self._dtype is not None and self.device.type == "cuda":
-            self.model = channels_last(self.model)
+        self._place(loaded.model, device, precision)
         # Models that work at 1/a resolution (lut's detail branch: a = 4) need windows that start
         # on multiples of a, or tiles would see the image on another sampling grid than the whole
         # image does. A model that states its receptive radius (``halo``; 0 for a colour-only lut,
@@ -124,18 +161,42 @@ class Enhancer:
         self._point = hasattr(self.model, "channel_tables")
         self._lookup = self._lookup or self._point
 
+    def _place(self, model, device: str | torch.device, precision: str) -> None:
+        """The model on its device and in its arithmetic (sets model, device, precision)."""
+        if not isinstance(model, LightTables) and hasattr(model, "channel_tables"):
+            model = LightTables.from_module(model)  # a torch light model handed in: its numpy twin
+        if isinstance(model, LightTables):
+            # Its thumbnail network runs in numpy on the CPU and Pillow applies its three tables:
+            # an accelerator would have nothing to do. A device or precision asked for by name
+            # is still checked (a typo fails as for any model); none is used.
+            if str(device) not in ("auto", "cpu") or precision not in ("auto", "fp32"):
+                resolve_precision(precision, resolve_device(device))
+            self.device, self.precision, self._dtype, self.model = _HostCpu(), "fp32", None, model
+            return
+        from skinray.model import channels_last
+
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self._dtype = _dtype(self.precision)
+        self.model = model.to(self.device).eval()
+        if self._dtype is not None and self.device.type == "cuda":
+            self.model = channels_last(self.model)
+
     @classmethod
     def from_checkpoint(cls, uri: str, device: str | torch.device | None = None,
                         s3: storage.S3Options | None = None, **kwargs) -> "Enhancer":
-        device = resolve_device(device or "auto")  # before loading: a bad device or precision fails first
-        resolve_precision(kwargs.get("precision", "auto"), device)
-        return cls(checkpoint.load(uri, device="cpu", s3=s3), device, **kwargs)
+        device, precision = device or "auto", kwargs.get("precision", "auto")
+        if str(device) not in ("auto", "cpu") or precision not in ("auto", "fp32"):
+            resolve_precision(precision, resolve_device(device))  # before loading: a bad name fails first
+        return cls(checkpoint.load(uri, device="cpu", s3=s3, inference=True), device, **kwargs)
 
     @property
     def model_id(self) -> str:
         return self.loaded.model_id
 
     def _tensor(self, stack: np.ndarray) -> torch.Tensor:
+        import torch
+
         x = torch.from_numpy(np.ascontiguousarray(stack)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (N, H, W, 3) uint8 -> (N, 3, H, W) in [0, 1]
         if self._dtype is not None and self.device.type == "cuda":
@@ -146,13 +207,16 @@ class Enhancer:
         """bf16/fp16 autocast on this device for the model's calls (off for fp32)."""
         if self._dtype is None:
             return contextlib.nullcontext()
+        import torch
+
         return torch.autocast(self.device.type, dtype=self._dtype)
 
-    @torch.no_grad()
     def _forward(self, stack: np.ndarray, context: torch.Tensor | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, H, W, 3) uint8 through the model in one pass."""
+        import torch
+
         x = self._tensor(stack)
-        with self._autocast():
+        with torch.no_grad(), self._autocast():
             y = self.model(x) if context is None else self.model(x, context)
         y = y.float().clamp_(0, 1).mul_(255.0).add_(0.5).to(torch.uint8)  # (N, 3, H, W)
         return y.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
@@ -168,19 +232,41 @@ class Enhancer:
                 yield ((slice(y0, y1), slice(x0, x1)), (slice(wy0, wy1), slice(wx0, wx1)),
                        (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0)))
 
-    @torch.no_grad()
-    def _whole_image_context(self, image: np.ndarray) -> torch.Tensor:
-        """The model's global context for the whole image: from its thumbnail (``lut``), else
-        computed tile by tile as exact means of the deepest encoder features and of the pixels
-        over the kept centre of every window (``context``, ``affine``)."""
+    def _whole_image_context(self, image: np.ndarray) -> torch.Tensor | np.ndarray:
+        """The model's global context for the whole image: from its thumbnail (``light``: its
+        (1, 4) parameters as numpy; ``lut``), else computed tile by tile as exact means of the
+        deepest encoder features and of the pixels over the kept centre of every window
+        (``context``, ``affine``)."""
+        if isinstance(self.model, LightTables):
+            return self._params(image)
+        import torch
+
+        with torch.no_grad():
+            return self._context_of(image)
+
+    def _thumbnail_source(self, image: np.ndarray) -> np.ndarray:
+        # A large photo is first box-reduced in 8 bits by Pillow (a whole factor, leaving at
+        # least twice the thumbnail a side): an area average of area averages, within half a
+        # grey level of the float one, at a tenth of the cost on a 12 MP photo.
+        factor = min(image.shape[:2]) // (2 * self.model.thumbnail_size)
+        if factor >= 2:
+            image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(factor))
+        return image
+
+    def _params(self, image: np.ndarray):
+        """The whole image's correction parameters: numpy for a light model, else torch."""
+        if isinstance(self.model, LightTables):
+            return self.model.params_of(self._thumbnail_source(image))
+        return self._whole_image_context(image).float()
+
+    def _context_of(self, image: np.ndarray) -> torch.Tensor:
+        import torch
+
+        from skinray import lut
+
         if hasattr(self.model, "colour_params"):
             size = self.model.thumbnail_size
-            # A large photo is first box-reduced in 8 bits by Pillow (a whole factor, leaving at
-            # least twice the thumbnail a side): an area average of area averages, within half a
-            # grey level of the float one, at a tenth of the cost on a 12 MP photo.
-            factor = min(image.shape[:2]) // (2 * size)
-            if factor >= 2:
-                image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(factor))
+            image = self._thumbnail_source(image)
             # One channel at a time: a float copy of one plane, not of the whole image.
             planes = [lut.thumbnail(torch.from_numpy(np.ascontiguousarray(image[..., c])).to(self.device)
                                     .float().div_(255.0)[None, None], size) for c in range(3)]
@@ -225,17 +311,21 @@ class Enhancer:
         self._each(one_tile, list(self._windows(*image.shape[:2])))  # independent once the context is known
         return out
 
-    @torch.no_grad()
     def _table_filter(self, image: np.ndarray):
         """(the whole image's colour mapping as a Pillow operation on 8-bit RGB, or None when it
         maps every level to itself; the model's parameters for it)."""
-        params = self._whole_image_context(image).float()
-        if self._point:  # three 256-entry tables, one per channel
-            flat = self.model.channel_tables(params).cpu().numpy().reshape(-1).tolist()
+        params = self._params(image)
+        if self._point:  # three 256-entry tables, one per channel (a light model: numpy)
+            flat = self.model.channel_tables(params).reshape(-1).tolist()
             if flat == _IDENTITY_TABLES:  # the model leaves the photo alone: no lookup to pay for
                 return None, params
             return (lambda strip: strip.point(flat)), params
-        table = lut.to_pillow(self.model.mapping(params))
+        import torch
+
+        from skinray import lut
+
+        with torch.no_grad():
+            table = lut.to_pillow(self.model.mapping(params))
         return (lambda strip: strip.filter(table)), params
 
     def _looked_up(self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
@@ -256,15 +346,13 @@ class Enhancer:
         self._each(strip, [(slice(y, y + self.step),) for y in range(0, image.shape[0], self.step)])
         return out, params
 
-    @torch.no_grad()
     def corrections(self, images: Sequence[np.ndarray]) -> list["Correction | None"]:
         """What the model would change in each photo, as numbers (:class:`skinray.correction.Correction`):
         the linear-light gains, exposure, confidence and the light it undid; ``None`` for models
         that predict no explicit photographic correction (``lut``, the autoencoders)."""
         if not self._point:
             return [None] * len(images)
-        return [correction.from_params(self.model, self._whole_image_context(np.asarray(image, np.uint8)))
-                for image in images]
+        return [correction.from_params(self.model, self._params(np.asarray(image, np.uint8))) for image in images]
 
     def _alone(self, image: np.ndarray) -> bool:
         """Whether an image is enhanced on its own, its strips (more rows than one strip) or its

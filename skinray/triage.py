@@ -99,16 +99,12 @@ def _todo_rows(entries: list[paths.Listed]) -> list[dict]:
 
 
 def _local(todo: list[dict], stage_kwargs: dict, batch_size: int):
-    import torch
+    from skinray.predict import one_torch_thread
 
     stage = AssessStage(**stage_kwargs)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a 1-CPU Ray actor: the same bytes (see archive._local_batches)
-    try:
+    with one_torch_thread():  # as in a 1-CPU Ray actor: the same bytes
         for rows in archive.batches(todo, batch_size):
             yield stage(archive._numpy_batch(rows))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _ray(todo: list[dict], stage_kwargs: dict, batch_size: int, workers: int, ray_address: str | None):
@@ -151,7 +147,7 @@ def run(input_uri: str, out: str | None = None, model: str = "bundled", s3: stor
     cfg.validate()
     src = paths.check_job(input_uri, out, None, False, follow_symlinks)[0] if out else paths.locate(input_uri)
     started = time.time()
-    loaded = checkpoint.load(model, s3=s3)  # fail fast on a bad model, before listing or Ray
+    loaded = checkpoint.load(model, s3=s3, inference=True)  # fail fast on a bad model, before listing or Ray
     entries, final = archive.list_inputs(src, s3, follow_symlinks)
     todo = _todo_rows(entries)
     execution = _execution(execution, todo, workers, ray_address)
@@ -175,7 +171,7 @@ def _write_outputs(dst: paths.Location, s3, summary: TriageSummary, input_uri: s
                    cfg: AssessConfig) -> None:
     rows = summary.rows
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist([{n: r[n] for n in COLUMNS} for r in rows], schema=SCHEMA), sink)
+    pq.write_table(archive.table_of(rows, SCHEMA), sink)
     archive._write(dst.join("manifest.parquet"), sink.getvalue().to_pybytes(), s3, replace=True)
     archive._write(dst.join("summary.json"), json.dumps({
         "input": input_uri, "model": model, "model_id": summary.model_id, "counts": summary.counts,

@@ -1,3 +1,4 @@
+import numpy as np
 import pyarrow.fs as pafs
 import pytest
 import torch
@@ -100,8 +101,11 @@ def test_s3_checkpoint_loads(tmp_path, s3, bucket):
     fs, prefix = storage.resolve(f"s3://{bucket}/run/best", s3)
     pafs.copy_files(str(directory), prefix, destination_filesystem=fs)
     enhancer = Enhancer.from_checkpoint(f"s3://{bucket}/run", device="cpu", s3=s3)
-    x = torch.rand(1, 3, 24, 24)
-    assert torch.equal(enhancer.model(x), model(x))
+    weights = enhancer.model._w  # the light model's numpy twin, read without torch
+    assert weights.keys() == model.state_dict().keys()
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(weights[name], value.numpy())
+    assert torch.equal(checkpoint.load(f"s3://{bucket}/run", s3=s3).model.head[0].weight, model.head[0].weight)
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
