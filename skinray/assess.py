@@ -217,14 +217,9 @@ def _gaussian(plane: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndar
     taps = np.exp(-0.5 / sigma ** 2 * np.arange(-radius, radius + 1) ** 2)
     taps /= taps.sum()
     out = np.asarray(plane, np.float64)
-    for axis in (0, 1):
-        padded = np.moveaxis(np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)],
-                                    mode="symmetric"), axis, 0)
-        n = out.shape[axis]
-        acc = taps[0] * padded[:n]
-        for i in range(1, len(taps)):
-            acc += taps[i] * padded[i:i + n]
-        out = np.moveaxis(acc, 0, axis)
+    for axis in (0, 1):  # each output: the taps against its window of the mirrored rows or columns
+        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], mode="symmetric")
+        out = np.einsum("...k,k->...", np.lib.stride_tricks.sliding_window_view(padded, len(taps), axis=axis), taps)
     return out.astype(plane.dtype)
 
 

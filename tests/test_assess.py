@@ -112,3 +112,19 @@ def test_assess_config_is_validated():
 
     with pytest.raises(ConfigError, match="assess.clipped"):
         AssessConfig(clipped=0.0).validate()
+
+
+def test_numpy_gaussian_and_corner_regions_are_scipys():
+    """The assessment's Gaussian and its dark-corner regions (numpy and Pillow, so that a one-photo
+    command need not import scipy) against scipy.ndimage's, on planes and masks of odd shapes."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for shape in [(256, 256), (30, 41), (9, 9), (5, 300), (1, 7)]:
+        plane = (rng.random(shape) * 255).astype(np.float32)
+        np.testing.assert_allclose(assess._gaussian(plane, 2.0), ndimage.gaussian_filter(plane, 2.0), atol=1e-4)
+    for _ in range(100):
+        mask = rng.random((rng.integers(1, 40), rng.integers(1, 40))) < rng.uniform(0.2, 0.8)
+        labels, _ = ndimage.label(mask)
+        corners = {labels[0, 0], labels[0, -1], labels[-1, 0], labels[-1, -1]} - {0}
+        np.testing.assert_array_equal(assess._touching_corners(mask), np.isin(labels, list(corners)) & mask)
