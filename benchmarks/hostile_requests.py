@@ -20,7 +20,9 @@ Issue 23 (``--files``, ``--slow N``; ``--only-issue23`` skips 1-3):
      status, seconds, the replica's CPU seconds and peak memory for each;
   5. ``slow``: N clients sending one byte every --slow-every seconds of a declared 1 MB body,
      and one normal client posting a 256x256 JPEG meanwhile: the slow ones' statuses and answer
-     times, the normal client's p50/p95 against its idle p50, and the status codes.
+     times, the normal client's p50/p95 against its idle p50, the status codes, and the replica's
+     peak memory; ``--slow-reconnect``: each slow client comes back as soon as it is answered,
+     for the whole --slow-seconds (else each sends one request).
 
 The model is an untrained poster network of --width channels (default 8: compute is not what is
 measured here, and the machine is shared); --model takes a checkpoint instead. ``--set`` passes
@@ -195,7 +197,15 @@ def run_files(url: str, pid: int) -> dict:
     return rows
 
 
-def _trickle(port: int, every_s: float, out: list) -> None:
+def _trickle(port: int, every_s: float, out: list, until: float = 0.0) -> None:
+    """One slow client; with ``until`` (a time.monotonic()), it comes back each time it is
+    answered, until then."""
+    _trickle_once(port, every_s, out)
+    while time.monotonic() < until:
+        _trickle_once(port, every_s, out)
+
+
+def _trickle_once(port: int, every_s: float, out: list) -> None:
     started = time.monotonic()
     reply = b""
     try:
@@ -217,19 +227,22 @@ def _trickle(port: int, every_s: float, out: list) -> None:
     out.append((status, round(time.monotonic() - started, 1)))
 
 
-def run_slow(url: str, port: int, clients: int, every_s: float, seconds: float) -> dict:
+def run_slow(url: str, port: int, pid: int, clients: int, every_s: float, seconds: float, again: bool) -> dict:
     body = photo_jpeg(256)
     idle = [post(url, body, "image/jpeg", 60)["seconds"] for _ in range(20)]
     slow: list = []
-    threads = [threading.Thread(target=_trickle, args=(port, every_s, slow), daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    normal, started = [], time.monotonic()
-    while time.monotonic() - started < seconds:
-        normal.append(post(url, body, "image/jpeg", 60))
-        time.sleep(0.2)
-    for t in threads:
-        t.join(120)
+    until = time.monotonic() + seconds if again else 0.0
+    threads = [threading.Thread(target=_trickle, args=(port, every_s, slow, until), daemon=True)
+               for _ in range(clients)]
+    with Sampler(pid) as sampler:
+        for t in threads:
+            t.start()
+        normal, started = [], time.monotonic()
+        while time.monotonic() - started < seconds:
+            normal.append(post(url, body, "image/jpeg", 60))
+            time.sleep(0.2)
+        for t in threads:
+            t.join(120)
     ok = [r["seconds"] for r in normal if r["status"] == 200]
     codes: dict = {}
     for r in normal:
@@ -240,7 +253,8 @@ def run_slow(url: str, port: int, clients: int, every_s: float, seconds: float) 
     return {"clients": clients, "every_s": every_s, "idle_p50_s": round(float(np.median(idle)), 3),
             "normal_p50_s": round(float(np.percentile(ok, 50)), 3) if ok else None,
             "normal_p95_s": round(float(np.percentile(ok, 95)), 3) if ok else None, "normal_codes": codes,
-            "slow_codes": slow_codes, "slow_answer_max_s": max((t for _, t in slow), default=None)}
+            "slow_codes": slow_codes, "slow_answer_max_s": max((t for _, t in slow), default=None),
+            "slow_reconnect": again, "replica_base_mb": round(sampler.base), "replica_peak_mb": round(sampler.peak)}
 
 
 def main() -> None:
@@ -256,6 +270,8 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=0, help="issue 23: this many slow clients")
     parser.add_argument("--slow-every", type=float, default=5.0)
     parser.add_argument("--slow-seconds", type=float, default=60.0, help="how long the normal client runs")
+    parser.add_argument("--slow-reconnect", action="store_true",
+                        help="each slow client comes back as soon as it is answered, for --slow-seconds")
     parser.add_argument("--only-issue23", action="store_true", help="skip scenarios 1-3")
     args = parser.parse_args()
 
@@ -299,7 +315,7 @@ def main() -> None:
     if args.files:
         results["files"] = run_files(url, pid)
     if args.slow:
-        results["slow"] = run_slow(url, port, args.slow, args.slow_every, args.slow_seconds)
+        results["slow"] = run_slow(url, port, pid, args.slow, args.slow_every, args.slow_seconds, args.slow_reconnect)
     if not args.only_issue23:
         classic(url, pid, args, bodies, results)
     serve.shutdown()

@@ -13,9 +13,11 @@ batch job, with concurrent requests batched.
 
 Bounded cost per request: the body is bounded (``max_body_bytes``), the header decides the
 format (only JPEG, PNG, WebP, TIFF; it must match the Content-Type) and the pixel count
-(``max_pixels``, before decoding); a replica decodes at most ``max_inflight_pixels`` pixels at
-once (others wait, within their deadline); every request has a deadline
-(``request_timeout_s``: 503 past it) and stops between tiles once its client has gone.
+(``max_pixels``, before decoding); a replica works on at most ``max_working_requests`` requests
+and ``max_inflight_pixels`` pixels at once (others wait, within their deadline), and only once a
+request's body has arrived (``body_timeout_s``), so slow clients do not shut out the others;
+every request has a deadline (``request_timeout_s``: 503 past it) and stops between tiles once
+its client has gone.
 Archive jobs are off unless ``batch_roots`` names roots (:mod:`skinray.paths` is the policy).
 """
 
@@ -80,15 +82,23 @@ class AppArgs(BaseModel):
     # Pixels a replica decodes and enhances at once (None: 2 x max_pixels); requests beyond it
     # wait for room without holding a thread, until their deadline.
     max_inflight_pixels: Optional[int] = Field(None, ge=1)
+    # Requests a replica works on at once (decode, enhance, assess, encode), once their body has
+    # arrived; up to max_waiting_requests more wait for room (pixels or a place), and beyond them a
+    # request gets 503 with Retry-After at once. Serve's max_ongoing_requests (DEPLOYMENT) is far
+    # higher: a request whose body is still arriving costs a coroutine, not a place here.
+    max_working_requests: int = Field(16, ge=1)
+    max_waiting_requests: int = Field(32, ge=0)
     # A request still unanswered after this long gets 503 (and its computation stops between tiles).
     request_timeout_s: float = Field(60.0, gt=0)
-    # Seconds a request's body may take to arrive, from when the replica takes the request:
-    # past it 408 and the slot is free again (a client sending one byte every 5 s held one for
-    # ever). The headers' own timing is the Serve proxy's (uvicorn), not bounded here.
+    # Seconds a request's body may take to arrive, from when the request reaches the replica:
+    # past it 408 (a client sending one byte every 5 s held a slot for ever). While it arrives a
+    # request holds no working place (max_working_requests) and no bytes it has not sent. The
+    # headers' own timing is the Serve proxy's (uvicorn), not bounded here.
     body_timeout_s: float = Field(30.0, gt=0)
-    # Body bytes a replica holds at once (being read, or read and not yet answered); None:
-    # 4 x max_body_bytes. A request whose declared (or, chunked, growing) body does not fit
-    # gets 503 with Retry-After at once, next to the pixel budget.
+    # Body bytes a replica holds at once (arrived, and not yet answered); None: 4 x
+    # max_body_bytes. Counted as they arrive, so a slow client declaring a large body holds only
+    # what it sent; a body whose declared length does not fit in what is free now, or that
+    # outgrows it, gets 503 with Retry-After at once, next to the pixel budget.
     max_inflight_bytes: Optional[int] = Field(None, ge=1)
     # Structure limits checked on the bytes before any decoder runs (422 naming the limit):
     # skinray.image_limits.DecodeLimits, whose defaults archive jobs use too.
@@ -219,31 +229,53 @@ def _page() -> str:
     return resources.files("skinray").joinpath("web/index.html").read_text(encoding="utf-8")
 
 
-class PixelBudget:
-    """At most ``limit`` decoded pixels in flight in one replica. A request waits (in the event
-    loop, holding no thread and no decoded pixels) until its pixels fit, or until its deadline."""
+class BusyError(Exception):
+    """The replica's working places and waiting places are all taken: answer 503 at once."""
 
-    def __init__(self, limit: int):
+
+class WorkAdmission:
+    """At most ``requests`` requests working at once in one replica, on at most ``limit`` decoded
+    pixels together. Up to ``waiting`` more wait (in the event loop, holding no thread and no
+    decoded pixels) for room until their deadline; beyond them :meth:`acquire` raises
+    :class:`BusyError` at once. Only requests whose body has arrived come here."""
+
+    def __init__(self, limit: int, requests: int, waiting: int):
         self.limit, self.used = limit, 0
+        self.requests, self.working = requests, 0
+        self.max_waiting, self.waiting = waiting, 0
         self._changed: Optional[asyncio.Condition] = None  # made in the replica's event loop
 
     async def acquire(self, pixels: int, timeout: float) -> None:
+        """Take a working place and ``pixels``; asyncio.TimeoutError past ``timeout`` seconds."""
         if self._changed is None:
             self._changed = asyncio.Condition()
+
+        def fits() -> bool:
+            return self.working < self.requests and self.used + pixels <= self.limit
+
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: self.used + pixels <= self.limit),
-                                   max(timeout, 0.001))
+            if not fits():
+                if self.waiting >= self.max_waiting:
+                    raise BusyError(f"{self.working} requests working and {self.waiting} waiting")
+                self.waiting += 1
+                try:
+                    await asyncio.wait_for(self._changed.wait_for(fits), max(timeout, 0.001))
+                finally:
+                    self.waiting -= 1
             self.used += pixels
+            self.working += 1
 
     async def release(self, pixels: int) -> None:
         async with self._changed:
             self.used -= pixels
+            self.working -= 1
             self._changed.notify_all()
 
 
 class ByteBudget:
-    """At most ``limit`` body bytes held in one replica. Bytes are already on the wire, so a
-    request over the budget is refused at once (503 with Retry-After) rather than queued."""
+    """At most ``limit`` body bytes held in one replica, counted as they arrive. Bytes are already
+    on the wire, so a request over the budget is refused at once (503 with Retry-After) rather
+    than queued."""
 
     def __init__(self, limit: int):
         self.limit, self.used = limit, 0
@@ -253,6 +285,10 @@ class ByteBudget:
             return False
         self.used += n
         return True
+
+    def fits(self, n: int) -> bool:
+        """Whether ``n`` more bytes would fit now (nothing is taken)."""
+        return self.used + n <= self.limit
 
     def give(self, n: int) -> None:
         self.used -= n
@@ -267,9 +303,17 @@ class ByteBudget:
 # differences, as a config file cannot import them; tests/test_deployment_options.py holds both
 # files to these two.
 DEPLOYMENT = {
-    "max_ongoing_requests": 16,
+    # Serve hands a request to a replica on its headers and the replica reads the body, so a slot
+    # is held while the bytes arrive (up to body_timeout_s). Slots are therefore many and cheap (a
+    # coroutine each); the work is bounded by the replica's own admission (AppArgs
+    # max_working_requests and max_waiting_requests, max_inflight_pixels, max_inflight_bytes).
+    # 16 slots let 16 slow clients shut out everyone else; 256 take 200 slow clients and leave
+    # room for the work (issue 23, docs/endpoint.md).
+    "max_ongoing_requests": 256,
     "max_queued_requests": 32,  # beyond that: 503 with Retry-After, never a hang
     "backpressure_config": {"status_code": 503, "retry_after_s": RETRY_AFTER_S},
+    # Ongoing requests include bodies still arriving: slow clients scale the app up, at most to
+    # max_replicas (each replica then has 256 more slots), and down again once they are answered.
     "autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 4},
     "ray_actor_options": {"num_cpus": 1},
     # A replica being scaled down or replaced finishes its requests: Ray's default (20 s)
@@ -313,7 +357,7 @@ class EnhanceService:
         if inflight < self.args.max_pixels:
             raise SkinrayError(f"max_inflight_pixels ({inflight}) must be at least max_pixels "
                                f"({self.args.max_pixels}): a maximal image would never fit")
-        self._budget = PixelBudget(inflight)
+        self._budget = WorkAdmission(inflight, self.args.max_working_requests, self.args.max_waiting_requests)
         byte_limit = self.args.max_inflight_bytes or 4 * self.args.max_body_bytes
         if byte_limit < self.args.max_body_bytes:
             raise SkinrayError(f"max_inflight_bytes ({byte_limit}) must be at least max_body_bytes "
@@ -374,25 +418,29 @@ class EnhanceService:
         if n <= 0:
             return
         if not self._bytes.take(n):
-            raise _error(503, f"this replica holds {self._bytes.used} body bytes of max_inflight_bytes="
-                              f"{self._bytes.limit}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
+            raise self._busy(f"{self._bytes.used} body bytes of max_inflight_bytes={self._bytes.limit}")
         request.state.held_bytes = getattr(request.state, "held_bytes", 0) + n
 
     def _release(self, request: Request) -> None:
         self._bytes.give(getattr(request.state, "held_bytes", 0))
         request.state.held_bytes = 0
 
-    async def _read_body(self, request: Request, limit: Optional[int] = None) -> bytes:
-        """The body, bounded in size (413), in time (``body_timeout_s``: 408) and counted
-        against the byte budget (503) from its declared length or as it grows."""
+    def _busy(self, what: str) -> HTTPException:
+        return _error(503, f"this replica holds {what}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
+
+    async def _read_body(self, request: Request, arrived: float, limit: Optional[int] = None) -> bytes:
+        """The body, bounded in size (413), in time (``body_timeout_s`` from ``arrived``, the
+        time.monotonic() when the request reached the replica: 408) and counted against the byte
+        budget as it arrives (503 at once when its declared length does not fit in what is free)."""
         from starlette.requests import ClientDisconnect
 
         limit = limit or self.args.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise _error(413, f"body of {declared} bytes exceeds the limit of {limit}")
-        self._hold(request, int(declared) if declared.isdigit() else 0)
-        body, deadline = bytearray(), time.monotonic() + self.args.body_timeout_s
+        if declared.isdigit() and not self._bytes.fits(int(declared)):
+            raise self._busy(f"{self._bytes.used} body bytes of max_inflight_bytes={self._bytes.limit}")
+        body, deadline = bytearray(), arrived + self.args.body_timeout_s
         chunks = request.stream().__aiter__()  # also bounds chunked bodies without Content-Length
         while True:
             try:
@@ -416,13 +464,13 @@ class EnhanceService:
             raise _error(415, f"unsupported {where} {content_type!r}: send one of "
                               f"{', '.join(t for t in TYPE_FORMATS if t != 'image/jpg')}")
 
-    async def _image_bytes(self, request: Request) -> tuple[str, bytes]:
+    async def _image_bytes(self, request: Request, arrived: float) -> tuple[str, bytes]:
         """(declared media type, image bytes) from a raw body or a multipart form's ``file`` field."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "multipart/form-data":
             self._check_type(content_type, "Content-Type")
-            return content_type, await self._read_body(request)
-        body = await self._read_body(request)  # bounded before any parsing
+            return content_type, await self._read_body(request, arrived)
+        body = await self._read_body(request, arrived)  # bounded before any parsing
 
         async def replay():
             return {"type": "http.request", "body": body, "more_body": False}
@@ -555,8 +603,8 @@ class EnhanceService:
 
     def _reply(self, body: Optional[bytes], fmt: str, colour: str, triage: Assessment, marks: list) -> Response:
         """The answer; ``marks``: (name, time.perf_counter()) from the request's start: Server-Timing
-        gives the total first, then each step's share (``body``: reading it, ``wait``: for room in
-        the pixel budget, ``work``: decode, enhance, assess, encode)."""
+        gives the total first, then each step's share (``body``: reading it, ``wait``: for a working
+        place and room in the pixel budget, ``work``: decode, enhance, assess, encode)."""
         now = time.perf_counter()
         steps = ", ".join(f"{name};dur={(t - t0) * 1000:.1f}" for (_, t0), (name, t) in zip(marks, marks[1:]))
         headers = {"X-Model-Id": header_value(self.enhancer.model_id), "X-Skinray-Colour": header_value(colour),
@@ -569,20 +617,23 @@ class EnhanceService:
         return Response(content=body, media_type=MEDIA[fmt], headers=headers)
 
     async def _enhance(self, request: Request, format: Optional[str], assess_only: bool = False) -> Response:
-        marks = [("start", time.perf_counter())]
-        deadline = time.monotonic() + self.args.request_timeout_s
+        marks, arrived = [("start", time.perf_counter())], time.monotonic()
+        deadline = arrived + self.args.request_timeout_s
         self._authorize(request)
         fmt = "png" if assess_only else self._output_format(format, request.headers.get("accept", ""))
-        content_type, data = await self._image_bytes(request)
+        content_type, data = await self._image_bytes(request, arrived)
         marks.append(("body", time.perf_counter()))
         if not data:
             raise _error(400, "empty body: send the image bytes")
         width, height, image_format = self._header(data, content_type, self.args.max_pixels, self._limits)
         pixels = width * height
-        try:
+        try:  # a place to work: only now, with the whole body here
             await self._budget.acquire(pixels, deadline - time.monotonic())
         except asyncio.TimeoutError:
             raise self._too_slow() from None
+        except BusyError as exc:
+            raise self._busy(f"{exc} (max_working_requests={self.args.max_working_requests}, "
+                             f"max_waiting_requests={self.args.max_waiting_requests})") from None
         marks.append(("wait", time.perf_counter()))
         stop = threading.Event()
 
@@ -608,9 +659,10 @@ class EnhanceService:
 
     @api.post("/v1/batch", status_code=202)
     async def batch_submit(self, request: Request) -> JSONResponse:
+        arrived = time.monotonic()
         self._authorize(request)  # before reading anything
         try:
-            body = await self._read_body(request, limit=64 * 1024)
+            body = await self._read_body(request, arrived, limit=64 * 1024)
         finally:
             self._release(request)
         try:

@@ -62,6 +62,10 @@ def test_config_args_load_into_the_app_arguments(name):
         options = _effective(app)
         assert options["graceful_shutdown_timeout_s"] >= args.request_timeout_s
         assert (args.max_batch_size or 8) <= options["max_ongoing_requests"]
+        # Slots for bodies still arriving (issue 23): the replica's own admission (working and
+        # waiting places) takes a small share of Serve's slots, and 200 slow clients fit beside it.
+        admitted = args.max_working_requests + args.max_waiting_requests
+        assert admitted + 200 <= options["max_ongoing_requests"], (admitted, options["max_ongoing_requests"])
         autoscaling = options["autoscaling_config"]
         assert autoscaling["min_replicas"] <= autoscaling["max_replicas"]
 

@@ -765,14 +765,15 @@ def test_job_state_cannot_be_spoofed(endpoint, tmp_path, tmp_path_factory):
             client.delete(f"/v1/batch/{job_id}")
 
 
-def _slow_client(port: int, length: int, results: list, every_s: float = 0.5) -> None:
-    """Headers, then one byte every ``every_s`` of a body declared ``length`` bytes long."""
+def _slow_client(port: int, length: int, results: list, every_s: float = 0.5, head: int = 0) -> None:
+    """Headers, ``head`` bytes at once, then one byte every ``every_s`` of a body declared
+    ``length`` bytes long."""
     import socket
 
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall((f"POST /v1/enhance HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
-                      f"Content-Type: image/png\r\nContent-Length: {length}\r\n\r\n").encode())
+                      f"Content-Type: image/png\r\nContent-Length: {length}\r\n\r\n").encode() + b"x" * head)
         reply = b""
         sock.settimeout(every_s)
         while b"\r\n\r\n" not in reply and time.monotonic() - started < 30:
@@ -792,15 +793,19 @@ def _slow_client(port: int, length: int, results: list, every_s: float = 0.5) ->
 def test_slow_bodies_get_408_and_bytes_held_count_against_a_budget(endpoint):
     """Items 1 and 8: bodies trickling in held replica slots for ever; uploads counted against no
     budget. Now a body gets body_timeout_s (5 s here) to arrive, else a JSON 408, and the bytes a
-    replica holds (4 MB here) are bounded: a body that does not fit is 503 with Retry-After at
-    once, while small requests go on being served."""
+    replica holds (4 MB here) are bounded, counted as they arrive: a body whose declared length
+    does not fit in what is free is 503 with Retry-After at once, while small requests go on
+    being served."""
     client, _ = endpoint
     port = client.base_url.port
     results: list = []
-    slow = [threading.Thread(target=_slow_client, args=(port, 1_900_000, results)) for _ in range(3)]
+    slow = [threading.Thread(target=_slow_client, args=(port, 1_950_000, results), kwargs={"head": 1_900_000})
+            for _ in range(2)]
     for thread in slow:
         thread.start()
-    time.sleep(1.5)  # their headers reached the replica: 2 x 1.9 MB held, the third refused
+    time.sleep(2)  # their first 1.9 MB each reached the replica: 3.8 MB held
+    slow.append(threading.Thread(target=_slow_client, args=(port, 1_000_000, results)))
+    slow[-1].start()  # declares 1 MB, sends nothing: refused at once
     r = client.post("/v1/enhance", content=b"\x89PNG" + b"x" * 1_000_000, headers={"Content-Type": "image/png"})
     assert r.status_code == 503 and "max_inflight_bytes=4000000" in r.json()["error"], r.text
     assert r.headers["retry-after"]
@@ -817,3 +822,30 @@ def test_slow_bodies_get_408_and_bytes_held_count_against_a_budget(endpoint):
     # The budget is free again.
     r = client.post("/v1/enhance", content=b"\x89PNG" + b"x" * 1_000_000, headers={"Content-Type": "image/png"})
     assert r.status_code == 400, r.text
+
+
+def test_slow_clients_do_not_shut_out_a_normal_client(endpoint):
+    """Issue 23, goal 1: 16 slow bodies took the replica's 16 slots and 32 more filled Serve's
+    queue, so everyone else got 503 until body_timeout_s. Now 60 clients each trickling one byte
+    every 0.5 s of a declared 1 MB body (which they hold none of) wait on slots that cost a
+    coroutine, and a normal client keeps getting its photos enhanced meanwhile; the slow ones get
+    a JSON 408 after body_timeout_s (5 s here)."""
+    client, _ = endpoint
+    port = client.base_url.port
+    results: list = []
+    slow = [threading.Thread(target=_slow_client, args=(port, 1_000_000, results)) for _ in range(60)]
+    for thread in slow:
+        thread.start()
+    time.sleep(1.5)  # their headers reached the replica
+    body, answers = _jpeg(synth.skin_image(0, 3, 48)), []
+    for _ in range(4):
+        started = time.monotonic()
+        r = client.post("/v1/enhance", content=body, headers={"Content-Type": "image/jpeg"})
+        answers.append((r.status_code, round(time.monotonic() - started, 2)))
+    held = 60 - len(results)  # slow clients not yet answered: all of them, still sending
+    assert all(code == 200 and took < 3 for code, took in answers) and held == 60, (answers, held)
+    for thread in slow:
+        thread.join(60)
+    assert len(results) == 60 and all(reply.split(" ", 2)[1] == "408" for _, reply in results), \
+        sorted({reply[:200] for _, reply in results})
+    assert max(took for took, _ in results) < 5 + 5
