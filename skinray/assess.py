@@ -178,22 +178,48 @@ def blur_factor(rgb: np.ndarray, loss: float = 0.15, noise: float | None = None)
     :func:`noise_sigma` when None) that each down-up removes is subtracted from what it removes,
     so noise added after a blur does not read as detail; and the rows and columns on either side
     of the 8 x 8 JPEG block edges (of the whole photo's grid) are left out, so blocking does not
-    either."""
+    either. Noise that a JPEG then quantised (which ``noise_sigma``, a finest-scale measure, no
+    longer sees) is caught by the noise floor of the down-up losses themselves
+    (:func:`_noise_floor`)."""
     plane = _crop(rgb)
     if min(plane.shape) < 4 * FACTORS[-1]:
         return float("nan")
-    sigma = noise_sigma(rgb) if noise is None else noise
+    flat = _flat(plane)
+    return _blur(plane, flat, _crop_origin(rgb), _immerkaer(plane, flat) if noise is None else noise, loss)
+
+
+def _blur(plane: np.ndarray, flat: np.ndarray, origin: tuple[int, int], sigma: float, loss: float = 0.15,
+          blocks: float | None = None) -> float:
+    """:func:`blur_factor` of the central crop's luma ``plane``, its flat half ``flat``
+    (:func:`_flat`), the crop's (top, left) in the photo, the noise ``sigma`` and the plane's
+    blockiness (measured when needed if None)."""
     variance = 0.0 if math.isnan(sigma) else sigma * sigma
-    top, left = _crop_origin(rgb)
+    top, left = origin
     rows = (top + np.arange(plane.shape[0])) % 8 % 7 != 0  # image rows 8k - 1 and 8k: a block edge's sides
     cols = (left + np.arange(plane.shape[1])) % 8 % 7 != 0
+    flat_full, flat = flat, flat[rows][:, cols]
     image = Image.fromarray(plane, mode="F")  # made once for the bisection's down-ups
+    raw: dict[float, float] = {}  # factor: mean squared loss
+    on_flat: dict[float, float] = {}  # the same on the flat half, at the smallest and the largest factor
+
+    def measured(f: float) -> float:
+        if f not in raw:
+            diff = (plane - _down_up(image, f))[rows][:, cols]
+            raw[f] = float(np.vdot(diff, diff)) / diff.size
+            if f in (FACTORS[0], FACTORS[-1]):
+                part = diff[flat]
+                on_flat[f] = float(np.vdot(part, part)) / max(part.size, 1)
+        return raw[f]
+
+    blocks = _blockiness(plane) if blocks is None else blocks
+    if not math.isnan(blocks) and blocks > JPEG_BLOCKS[0]:  # a JPEG: noise it quantised may be left
+        measured(FACTORS[0]), measured(FACTORS[-1])
+        variance = max(variance, _noise_floor(plane, flat_full, on_flat[FACTORS[0]], on_flat[FACTORS[-1]], blocks))
     seen: dict[float, float] = {1.0: 0.0}
 
     def lost(f: float) -> float:
         if f not in seen:
-            diff = (plane - _down_up(image, f))[rows][:, cols]
-            seen[f] = max(0.0, float(np.vdot(diff, diff)) / diff.size - variance * _white_loss(f, plane.shape))
+            seen[f] = max(0.0, measured(f) - variance * _white_loss(f, plane.shape))
         return seen[f]
 
     reference = lost(FACTORS[-1])
@@ -207,6 +233,52 @@ def blur_factor(rgb: np.ndarray, loss: float = 0.15, noise: float | None = None)
     below, above = lost(factors[lo]), lost(factors[hi])
     t = min(1.0, max(0.0, (loss * reference - below) / max(above - below, 1e-9)))
     return float(factors[lo] * (factors[hi] / factors[lo]) ** t)  # geometric interpolation
+
+
+# The noise floor (_noise_floor) counts from these noise-likenesses of the flat half's losses
+# (0 below the first, all of it from the second) and as this share of the coarse-scale noise
+# variance: tuned on 200 ISIC val photos (docs/figures.md).
+NOISE_LIKE = (0.1, 0.3)
+NOISE_FLOOR_SHARE = 0.6
+# ... and only on a JPEG whose blocks show (blockiness, 0 below the first, all from the second):
+# synthetic skin, unlike noise, has texture that reads as noise-like at every scale (up to 1.09).
+JPEG_BLOCKS = (1.1, 1.2)
+
+
+def _noise_floor(plane: np.ndarray, flat: np.ndarray, flat_first: float, flat_last: float,
+                 blocks: float) -> float:
+    """A noise variance (8-bit levels squared) for :func:`blur_factor` to subtract, from the down-up
+    losses on the flat half of ``plane`` at the smallest and the largest of :data:`FACTORS`.
+
+    Noise followed by JPEG: the quantisation removes the noise's finest frequencies, so the
+    Laplacian of :func:`noise_sigma` reads a fraction of it (0.2-2 levels for sigmas of 1.4-12),
+    and what survives, no longer white, reads as detail. Its losses give it away: on flat skin a
+    blur leaves nothing for the smallest down-up to remove, so the smallest down-up's loss over
+    the white-noise share of it, against the same ratio at the largest factor, is about 0.02-0.09
+    on clean and blurred photos and 0.2-0.6 where noise survives a JPEG (1 for white noise). From
+    that noise-likeness (ramping between :data:`NOISE_LIKE`) the floor is
+    :data:`NOISE_FLOOR_SHARE` of the variance measured one scale coarser, where the JPEG kept the
+    noise: Immerkaer's estimator on the plane's 2 x 2 means, on those wholly in its ``flat`` half
+    (:func:`_flat`), doubled. Only on a JPEG whose blocks show (``blocks``, the plane's
+    :func:`blockiness`, ramping between :data:`JPEG_BLOCKS`): white noise is measured as it is by
+    :func:`noise_sigma`, and fine synthetic skin texture is noise-like too (0.3-0.6 at 128 px)."""
+    shape = plane.shape
+    share = _white_loss(FACTORS[0], shape) * flat_last
+    if share <= 0:
+        return 0.0
+    likeness = flat_first * _white_loss(FACTORS[-1], shape) / share
+    weight = min(1.0, max(0.0, (likeness - NOISE_LIKE[0]) / (NOISE_LIKE[1] - NOISE_LIKE[0])))
+    if weight <= 0:
+        return 0.0
+    if math.isnan(blocks):
+        return 0.0
+    weight *= min(1.0, max(0.0, (blocks - JPEG_BLOCKS[0]) / (JPEG_BLOCKS[1] - JPEG_BLOCKS[0])))
+    if weight <= 0:
+        return 0.0
+    h, w = shape[0] // 2 * 2, shape[1] // 2 * 2
+    coarse = plane[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    sigma = 2.0 * _immerkaer(coarse, flat[:h, :w].reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3)))
+    return 0.0 if math.isnan(sigma) else weight * NOISE_FLOOR_SHARE * sigma * sigma
 
 
 def _gaussian(plane: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
@@ -235,30 +307,48 @@ def _touching_corners(mask: np.ndarray) -> np.ndarray:
     return np.asarray(canvas) == 128
 
 
-def noise_sigma(rgb: np.ndarray) -> float:
-    """Noise standard deviation in 8-bit levels: Immerkaer's (1996) Laplacian-difference
-    estimator on the flattest half of the central crop (edges and texture left out)."""
-    plane = _crop(rgb)
+def _flat(plane: np.ndarray, smoothing: float = 2.0) -> np.ndarray:
+    """The flattest half of ``plane`` (bool, its shape): the |Sobel| gradient of the plane
+    smoothed by a Gaussian of ``smoothing`` pixels (texture and edges, not the noise, decide what
+    is flat) at or under its median."""
+    smooth = _gaussian(plane, smoothing)
+    # |Sobel| along both axes (ndimage.sobel's, edges mirrored as its "reflect" mode does), from slices.
+    pad = np.pad(smooth, 1, mode="symmetric")
+    dy, dx = pad[2:] - pad[:-2], pad[:, 2:] - pad[:, :-2]
+    gradient = (np.abs(dy[:, :-2] + 2 * dy[:, 1:-1] + dy[:, 2:])
+                + np.abs(dx[:-2] + 2 * dx[1:-1] + dx[2:]))
+    return gradient <= np.median(gradient)
+
+
+def _immerkaer(plane: np.ndarray, flat: np.ndarray) -> float:
+    """Immerkaer's (1996) Laplacian-difference noise sigma on the ``flat`` pixels of ``plane``."""
     if min(plane.shape) < 8:
         return float("nan")
     # The Laplacian difference [[1, -2, 1], [-2, 4, -2], [1, -2, 1]] inside the border: the
     # outer product of [1, -2, 1] with itself, as two second differences of array slices.
     rows = plane[:-2] - 2 * plane[1:-1] + plane[2:]
     response = np.abs(rows[:, :-2] - 2 * rows[:, 1:-1] + rows[:, 2:])
-    smooth = _gaussian(plane, 2.0)  # texture and edges, not the noise, decide what is flat
-    # |Sobel| along both axes (ndimage.sobel's, edges mirrored as its "reflect" mode does), from slices.
-    pad = np.pad(smooth, 1, mode="symmetric")
-    dy, dx = pad[2:] - pad[:-2], pad[:, 2:] - pad[:, :-2]
-    gradient = (np.abs(dy[:, :-2] + 2 * dy[:, 1:-1] + dy[:, 2:])
-                + np.abs(dx[:-2] + 2 * dx[1:-1] + dx[2:]))
-    flat = gradient[1:-1, 1:-1] <= np.median(gradient)
-    return float(math.sqrt(math.pi / 2) * response[flat].mean() / 6.0)
+    response = response[flat[1:-1, 1:-1]]
+    return float(math.sqrt(math.pi / 2) * response.mean() / 6.0) if response.size else float("nan")
+
+
+def noise_sigma(rgb: np.ndarray) -> float:
+    """Noise standard deviation in 8-bit levels: Immerkaer's (1996) Laplacian-difference
+    estimator on the flattest half of the central crop (edges and texture left out)."""
+    plane = _crop(rgb)
+    if min(plane.shape) < 8:
+        return float("nan")
+    return _immerkaer(plane, _flat(plane))
 
 
 def blockiness(rgb: np.ndarray) -> float:
     """JPEG blockiness: mean absolute luma step across 8-pixel block edges over the mean step
     elsewhere, horizontally and vertically (1 = no blocks; strong JPEG 1.5 and more)."""
-    plane = _crop(rgb)
+    return _blockiness(_crop(rgb))
+
+
+def _blockiness(plane: np.ndarray) -> float:
+    """:func:`blockiness` of a luma plane whose rows and columns 8k start blocks."""
     if min(plane.shape) < 16:
         return float("nan")
     ratios = []
@@ -355,13 +445,16 @@ def assess(before: np.ndarray, after: np.ndarray, fix: Correction | None = None,
     source = "model" if fix is not None else "estimated"
     fix = fix if fix is not None else estimated_correction(before, after)
     high, low = clipping(before)
-    noise = noise_sigma(before)
-    m = {"blur_factor": blur_factor(before, noise=noise), "clipped_high": high, "clipped_low": low,
-         "noise": noise}
+    plane = _crop(before)  # the noise and the blur share the crop and its flat half
+    flat = _flat(plane) if min(plane.shape) >= 8 else np.zeros(plane.shape, bool)
+    noise, blocks = _immerkaer(plane, flat), _blockiness(plane)
+    blur = (_blur(plane, flat, _crop_origin(before), noise, blocks=blocks) if min(plane.shape) >= 4 * FACTORS[-1]
+            else float("nan"))
+    m = {"blur_factor": blur, "clipped_high": high, "clipped_low": low, "noise": noise}
     reasons = _reasons(m, cfg)
     verdict = "retake" if reasons else "corrected" if de_mean >= cfg.change else "good"
     return Assessment(verdict, tuple(reasons), fix.kelvin, fix.tint, fix.gains, fix.ev, fix.confidence, source,
-                      de_mean, de_p95, m["blur_factor"], high, low, m["noise"], blockiness(before), w, h)
+                      de_mean, de_p95, m["blur_factor"], high, low, m["noise"], blocks, w, h)
 
 
 def assess_batch(enhancer, images: Sequence[np.ndarray], cfg: AssessConfig | None = None
