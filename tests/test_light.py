@@ -88,6 +88,7 @@ def test_torch_free_reader_refuses_pickles_that_would_build_objects(tmp_path):
         checkpoint.read_state(b"not a zip", "model.pt")
 
 
+@pytest.mark.integration  # runs the skinray command in a subprocess
 def test_one_photo_command_imports_neither_torch_scipy_nor_pandas(tmp_path):
     """`skinray enhance` of a folder with the bundled (light) model: none of the three imports
     that were 3-4 s of a one-photo run before a single pixel was read."""
