@@ -127,6 +127,10 @@ class LightTables:
         return cls({k: v.detach().float().cpu().numpy() for k, v in module.state_dict().items()},
                    module.thumbnail_size)
 
+    def parameter_count(self) -> int:
+        """The torch module's parameter count (its state dict holds its parameters only)."""
+        return int(sum(w.size for w in self._w.values()))
+
     def _layers(self, prefix: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """(weight, bias) of every conv or linear layer under ``prefix``, in the module's order."""
         indices = sorted({int(k[len(prefix):].split(".")[0]) for k in self._w if k.startswith(prefix)})

@@ -476,5 +476,8 @@ def channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
-def count_parameters(model: nn.Module) -> int:
+def count_parameters(model) -> int:
+    """A torch module's parameters, or a light model's numpy twin's (``LightTables``)."""
+    if hasattr(model, "parameter_count"):
+        return model.parameter_count()
     return sum(p.numel() for p in model.parameters())

@@ -53,7 +53,11 @@ def test_numpy_twin_predicts_the_torch_modules_numbers_and_tables():
 
 
 def test_numpy_twin_of_an_untrained_model_is_exactly_the_identity():
-    twin = LightTables.from_module(build_model(ModelConfig(arch="light")))
+    from skinray.model import count_parameters
+
+    module = build_model(ModelConfig(arch="light"))
+    twin = LightTables.from_module(module)
+    assert count_parameters(twin) == count_parameters(module) > 100_000
     params = twin.params_of(skin_image(0, 1, 128))
     assert twin.confidence(params)[0] == 0.5 and not params[0, :3].any()
     np.testing.assert_array_equal(twin.channel_tables(params), np.tile(np.arange(256, dtype=np.uint8), (3, 1)))
