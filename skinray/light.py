@@ -18,6 +18,10 @@ from typing import Any, Mapping
 import numpy as np
 
 LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
+# Log-chroma histogram bins (log R/G, log B/G) and the correction's bounds: the torch module
+# (skinray.model.LightCorrector) takes them from here.
+HIST_U, HIST_V, HIST_BINS = (-1.5, 2.5), (-3.5, 1.0), (32, 36)
+LOG_GAIN_MAX, EV_MAX = 2.0, 3.0
 SLOPE = np.float32(0.2)  # LeakyReLU's
 
 
@@ -108,8 +112,8 @@ class LightTables:
 
     uses_global_context = True
     ALIGN, halo = 1, 0  # an output pixel depends on its own input pixel and the thumbnail alone
-    HIST_U, HIST_V, HIST_BINS = (-1.5, 2.5), (-3.5, 1.0), (32, 36)
-    LOG_GAIN_MAX, EV_MAX = 2.0, 3.0
+    HIST_U, HIST_V, HIST_BINS = HIST_U, HIST_V, HIST_BINS
+    LOG_GAIN_MAX, EV_MAX = LOG_GAIN_MAX, EV_MAX
 
     def __init__(self, state: Mapping[str, Any], thumbnail_size: int):
         self.thumbnail_size = int(thumbnail_size)

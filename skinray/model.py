@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skinray import lut
+from skinray import light, lut
 from skinray.config import ModelConfig
 
 
@@ -304,8 +304,10 @@ class LightCorrector(nn.Module):
     # Log-chroma histogram (after Barron's convolutional colour constancy): a light multiplies
     # every pixel, which shifts the whole histogram of (log R/G, log B/G) without changing its
     # shape, so the illuminant is where the histogram sits.
-    HIST_U, HIST_V, HIST_BINS = (-1.5, 2.5), (-3.5, 1.0), (32, 36)
-    LOG_GAIN_MAX, EV_MAX = 2.0, 3.0  # bounds of the correction: gains within e^+-2, +-3 stops
+    # The histogram's bins and the correction's bounds (gains within e^+-2, +-3 stops), shared with
+    # the numpy twin that runs it at inference (skinray.light).
+    HIST_U, HIST_V, HIST_BINS = light.HIST_U, light.HIST_V, light.HIST_BINS
+    LOG_GAIN_MAX, EV_MAX = light.LOG_GAIN_MAX, light.EV_MAX
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -323,7 +325,7 @@ class LightCorrector(nn.Module):
                                      nn.Dropout(cfg.dropout), nn.Linear(128, 4))
         nn.init.zeros_(self.predict[-1].weight)
         nn.init.zeros_(self.predict[-1].bias)
-        self.register_buffer("luma", torch.tensor([0.2126, 0.7152, 0.0722]), persistent=False)
+        self.register_buffer("luma", torch.from_numpy(light.LUMA.copy()), persistent=False)
 
     @staticmethod
     def decode(x: torch.Tensor) -> torch.Tensor:

@@ -96,6 +96,13 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     return precision
 
 
+def _check_names(device, precision: str) -> None:
+    """A device or precision asked for by name is checked before any work (a typo, or fp16 on a
+    CPU, fails as ConfigError); ``auto`` / ``cpu`` with ``auto`` / ``fp32`` need no torch to check."""
+    if str(device) not in ("auto", "cpu") or precision not in ("auto", "fp32"):
+        resolve_precision(precision, resolve_device(device))
+
+
 @contextlib.contextmanager
 def one_torch_thread():
     """One intra-op torch thread while in the block, as in a 1-CPU Ray actor (Ray sets
@@ -167,10 +174,8 @@ class Enhancer:
             model = LightTables.from_module(model)  # a torch light model handed in: its numpy twin
         if isinstance(model, LightTables):
             # Its thumbnail network runs in numpy on the CPU and Pillow applies its three tables:
-            # an accelerator would have nothing to do. A device or precision asked for by name
-            # is still checked (a typo fails as for any model); none is used.
-            if str(device) not in ("auto", "cpu") or precision not in ("auto", "fp32"):
-                resolve_precision(precision, resolve_device(device))
+            # an accelerator would have nothing to do. The names are still checked; none is used.
+            _check_names(device, precision)
             self.device, self.precision, self._dtype, self.model = _HostCpu(), "fp32", None, model
             return
         from skinray.model import channels_last
@@ -185,9 +190,8 @@ class Enhancer:
     @classmethod
     def from_checkpoint(cls, uri: str, device: str | torch.device | None = None,
                         s3: storage.S3Options | None = None, **kwargs) -> "Enhancer":
-        device, precision = device or "auto", kwargs.get("precision", "auto")
-        if str(device) not in ("auto", "cpu") or precision not in ("auto", "fp32"):
-            resolve_precision(precision, resolve_device(device))  # before loading: a bad name fails first
+        device = device or "auto"
+        _check_names(device, kwargs.get("precision", "auto"))  # before loading: a bad name fails first
         return cls(checkpoint.load(uri, device="cpu", s3=s3, inference=True), device, **kwargs)
 
     @property
@@ -238,7 +242,7 @@ class Enhancer:
         deepest encoder features and of the pixels over the kept centre of every window
         (``context``, ``affine``)."""
         if isinstance(self.model, LightTables):
-            return self._params(image)
+            return self.model.params_of(self._thumbnail_source(image))
         import torch
 
         with torch.no_grad():
@@ -254,10 +258,9 @@ class Enhancer:
         return image
 
     def _params(self, image: np.ndarray):
-        """The whole image's correction parameters: numpy for a light model, else torch."""
-        if isinstance(self.model, LightTables):
-            return self.model.params_of(self._thumbnail_source(image))
-        return self._whole_image_context(image).float()
+        """The whole image's correction parameters: numpy for a light model, else float torch."""
+        params = self._whole_image_context(image)
+        return params if isinstance(self.model, LightTables) else params.float()
 
     def _context_of(self, image: np.ndarray) -> torch.Tensor:
         import torch
